@@ -1,0 +1,44 @@
+//! The `marquee` command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "marquee",
+    version,
+    about = "Movie-ticket booking: API server and operations tool"
+)]
+pub struct Cli {
+    /// Directory holding config/, data/ and var/.
+    #[arg(long, env = "MARQUEE_ROOT", default_value = ".", global = true)]
+    pub root: PathBuf,
+    /// A configuration file layered over config/base.yaml and var/*.yaml.
+    #[arg(long, env = "MARQUEE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API over HTTPS until SIGINT or SIGTERM.
+    Serve,
+    /// Apply schema migrations to the catalog and every shard primary.
+    Migrate,
+    /// Load the demo catalogue from data/ (safe to run again).
+    Seed {
+        /// Load at most this many movies.
+        #[arg(long)]
+        movies: Option<usize>,
+    },
+    /// Check configuration and reach every dependency, then exit.
+    Check,
+    /// Print the OpenAPI spec.
+    Openapi {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}

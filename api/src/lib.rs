@@ -1,0 +1,23 @@
+//! The Marquee API service.
+//!
+//! - [`settings`]: typed, layered configuration.
+//! - [`startup`]: builds the application from settings.
+//! - [`routes`]: the HTTP API, described by the OpenAPI spec.
+//! - [`edge`]: request ids, tracing, rate limits, problem rendering,
+//!   security headers and metrics around every request.
+//! - [`problem`] and [`body`]: RFC 9457 errors and strict JSON bodies.
+//! - [`health`]: readiness of every dependency.
+
+pub mod body;
+pub mod cli;
+pub mod edge;
+pub mod health;
+pub mod metrics;
+pub mod problem;
+pub mod routes;
+pub mod seed;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,81 @@
+use std::collections::HashMap;
+
+use anyhow::Context;
+use clap::Parser;
+use marquee::cli::{Cli, Command};
+use marquee::settings::Settings;
+use marquee::startup::{self, Application};
+use marquee::{routes, seed, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Openapi { out } = &cli.command {
+        let spec = routes::spec(&routes::service("/"));
+        return match out {
+            Some(path) => {
+                std::fs::write(path, spec).with_context(|| format!("writing {}", path.display()))
+            }
+            None => {
+                print!("{spec}");
+                Ok(())
+            }
+        };
+    }
+
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let settings = Settings::load(&cli.root, cli.config.as_deref(), env)?;
+    telemetry::init(&settings.log);
+
+    match cli.command {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let cluster = std::sync::Arc::new(marquee_sharding::Cluster::new(&settings.database)?);
+            let storage = marquee_storage::Storage::new(cluster, settings.database.schema.clone());
+            for (component, applied) in storage.migrate().await?.applied {
+                println!("{component}: {}", describe_applied(&applied));
+            }
+        }
+        Command::Seed { movies } => {
+            let storage = startup::connect_storage(&settings).await?;
+            let written = seed::run(&storage, &settings.seed.movies_path, movies).await?;
+            println!("seeded {written} movies");
+        }
+        Command::Check => {
+            startup::connect_storage(&settings).await?;
+            println!("configuration is valid and every shard primary is reachable and migrated");
+        }
+        Command::Openapi { .. } => {}
+    }
+    Ok(())
+}
+
+fn describe_applied(applied: &[i32]) -> String {
+    if applied.is_empty() {
+        "up to date".to_owned()
+    } else {
+        format!("applied {applied:?}")
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::terminate(),
+    ) {
+        Ok(signal) => signal,
+        Err(err) => {
+            tracing::error!(error = %err, "SIGTERM handler unavailable; stopping on SIGINT only");
+            let _ = interrupt.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+}

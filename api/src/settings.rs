@@ -1,0 +1,227 @@
+//! Typed, layered configuration, read once at start-up.
+//!
+//! Layers, later ones winning:
+//! 1. `config/base.yaml`: defaults shipped with the code.
+//! 2. `var/cluster.yaml`: addresses of the local cluster, written by
+//!    `scripts/cluster up` (absent in production).
+//! 3. `var/secrets.yaml`: secrets generated for the local cluster.
+//! 4. The file named by `--config` or `MARQUEE_CONFIG`.
+//! 5. Environment variables `MARQUEE__SECTION__KEY`, e.g. `MARQUEE__HTTP__PORT=9443`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use marquee_sharding::ClusterConfig;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub database: ClusterConfig,
+    pub redis: RedisSettings,
+    pub broker: BrokerSettings,
+    pub readiness: ReadinessSettings,
+    pub admin: AdminSettings,
+    pub log: LogSettings,
+    pub seed: SeedSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub host: String,
+    /// 0 picks a free port, which tests use.
+    pub port: u16,
+    pub tls: TlsSettings,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_seconds: u64,
+    pub rate_limit: RateLimitSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub enabled: bool,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// Creates a self-signed certificate for localhost when the files are
+    /// missing; for local development only.
+    pub generate_dev_certificate: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second from one client address.
+    pub per_second: u32,
+    /// Requests a client may send in a burst above the sustained rate.
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    /// Prefix of every key this deployment writes, so deployments (and
+    /// tests) can share a Redis.
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    pub bootstrap_servers: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessSettings {
+    pub timeout_ms: u64,
+}
+
+impl ReadinessSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token for admin routes.
+    pub token: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info,marquee=debug`; `RUST_LOG` wins.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedSettings {
+    pub movies_path: PathBuf,
+}
+
+/// Why configuration could not be used; the message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration could not be read: {0}\n  hint: start the local cluster with `make cluster` (it writes var/cluster.yaml) or pass a complete file with --config")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration is invalid:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// The minimum admin token length; shorter tokens are guessable.
+const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+impl Settings {
+    /// Loads every layer from `root` (the repository or install directory),
+    /// then validates. `env` is passed in rather than read here so that tests
+    /// can load settings without touching the process environment.
+    pub fn load(
+        root: &Path,
+        file: Option<&Path>,
+        env: HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder()
+            .add_source(File::from(root.join("config/base.yaml")).format(FileFormat::Yaml))
+            .add_source(
+                File::from(root.join("var/cluster.yaml"))
+                    .format(FileFormat::Yaml)
+                    .required(false),
+            )
+            .add_source(
+                File::from(root.join("var/secrets.yaml"))
+                    .format(FileFormat::Yaml)
+                    .required(false),
+            );
+        if let Some(file) = file {
+            builder = builder.add_source(File::from(file).format(FileFormat::Yaml));
+        }
+        let settings: Settings = builder
+            .add_source(
+                Environment::with_prefix("MARQUEE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.resolve(root).validated()
+    }
+
+    /// Relative paths in configuration are relative to the root directory,
+    /// not to wherever the binary happens to be started from.
+    fn resolve(mut self, root: &Path) -> Self {
+        for path in [
+            &mut self.http.tls.cert_path,
+            &mut self.http.tls.key_path,
+            &mut self.seed.movies_path,
+        ] {
+            if path.is_relative() {
+                *path = root.join(&*path);
+            }
+        }
+        self
+    }
+
+    fn validated(self) -> Result<Self, SettingsError> {
+        let mut problems = self.database.problems();
+        if self.http.max_body_bytes < 1024 {
+            problems.push("http.max_body_bytes must be at least 1024".to_owned());
+        }
+        if self.http.rate_limit.per_second == 0 || self.http.rate_limit.burst == 0 {
+            problems.push("http.rate_limit.per_second and burst must be at least 1".to_owned());
+        }
+        if self.admin.token.expose_secret().len() < MIN_ADMIN_TOKEN_LEN {
+            problems.push(format!(
+                "admin.token must be at least {MIN_ADMIN_TOKEN_LEN} characters (set MARQUEE__ADMIN__TOKEN; `make cluster` generates one in var/secrets.yaml)"
+            ));
+        }
+        if self.http.tls.enabled && !self.http.tls.generate_dev_certificate {
+            for (key, path) in [
+                ("cert_path", &self.http.tls.cert_path),
+                ("key_path", &self.http.tls.key_path),
+            ] {
+                if !path.is_file() {
+                    problems.push(format!("http.tls.{key} {} does not exist", path.display()));
+                }
+            }
+        }
+        if self.broker.bootstrap_servers.trim().is_empty() {
+            problems.push("broker.bootstrap_servers is empty".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(SettingsError::Invalid(problems))
+        }
+    }
+}
+
+/// Topics the broker must carry, one per line in `config/topics.txt`, which
+/// `scripts/cluster` also reads to create them.
+pub fn topics() -> Vec<String> {
+    include_str!("../../config/topics.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}

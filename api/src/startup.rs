@@ -1,0 +1,201 @@
+//! Builds the application from settings: checks every dependency it cannot
+//! serve without, binds the listener and assembles the endpoint.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use marquee_search::MovieIndex;
+use marquee_sharding::Cluster;
+use marquee_storage::Storage;
+use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, TcpListener};
+use poem::{EndpointExt, IntoEndpoint, Route, Server};
+
+use crate::body::BodyLimit;
+use crate::edge::{self, Edge, RateLimiter, RouteTable};
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+use crate::routes;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+/// Why the service could not start, phrased for the person starting it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot reach the database:\n{}\n  hint: start the local cluster with `make cluster`, or fix database.* in your configuration", list(.0))]
+    Unreachable(Vec<marquee_sharding::Error>),
+    #[error(transparent)]
+    Storage(#[from] marquee_storage::Error),
+    #[error(transparent)]
+    Sharding(#[from] marquee_sharding::Error),
+    #[error("search index could not be built: {0}")]
+    Search(#[from] marquee_search::Error),
+    #[error("broker client could not be created: {0}\n  hint: check broker.bootstrap_servers")]
+    Broker(#[from] rdkafka::error::KafkaError),
+    #[error("TLS is misconfigured: {0}")]
+    Tls(std::io::Error),
+    #[error("cannot listen on {addr}: {source}\n  hint: another process may hold the port; set http.port or MARQUEE__HTTP__PORT")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("index build task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+fn list(errors: &[marquee_sharding::Error]) -> String {
+    errors
+        .iter()
+        .map(|err| format!("  - {err}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Connects to the cluster and checks it is usable: every primary reachable,
+/// every migration applied, placement loaded from the catalog.
+pub async fn connect_storage(settings: &Settings) -> Result<Storage, StartupError> {
+    let cluster = Arc::new(Cluster::new(&settings.database)?);
+    cluster
+        .verify_primaries()
+        .await
+        .map_err(StartupError::Unreachable)?;
+    let storage = Storage::new(cluster, settings.database.schema.clone());
+    storage.check_migrated().await?;
+    storage.load_placement().await?;
+    Ok(storage)
+}
+
+/// Builds the in-memory search index from every shard.
+async fn build_index(storage: &Storage) -> Result<Arc<MovieIndex>, StartupError> {
+    let movies = storage.all_movies().await?;
+    let documents: Vec<_> = movies.iter().map(routes::search_document).collect();
+    let index = tokio::task::spawn_blocking(move || {
+        let index = MovieIndex::new()?;
+        index.upsert(&documents)?;
+        Ok::<_, marquee_search::Error>(index)
+    })
+    .await??;
+    tracing::info!(documents = index.len(), "search index built");
+    Ok(Arc::new(index))
+}
+
+/// A bound, ready-to-run service.
+pub struct Application {
+    addr: SocketAddr,
+    acceptor: BoxAcceptor,
+    endpoint: poem::endpoint::BoxEndpoint<'static>,
+    grace: Duration,
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let storage = connect_storage(&settings).await?;
+        let search = build_index(&storage).await?;
+        let readiness = Readiness::new(&settings, Arc::clone(storage.cluster()))?;
+        let metrics = Metrics::new();
+        let state = Arc::new(AppState {
+            storage,
+            search,
+            readiness,
+            metrics: metrics.clone(),
+            admin_token: settings.admin.token.clone(),
+        });
+
+        let http = &settings.http;
+        let addr = format!("{}:{}", http.host, http.port);
+        let bind_error = |source| StartupError::Bind {
+            addr: addr.clone(),
+            source,
+        };
+        let acceptor = if http.tls.enabled {
+            let tls = crate::tls::rustls_config(&http.tls).map_err(StartupError::Tls)?;
+            TcpListener::bind(addr.as_str())
+                .rustls(tls)
+                .into_acceptor()
+                .await
+                .map_err(bind_error)?
+                .boxed()
+        } else {
+            TcpListener::bind(addr.as_str())
+                .into_acceptor()
+                .await
+                .map_err(bind_error)?
+                .boxed()
+        };
+        let bound = acceptor
+            .local_addr()
+            .into_iter()
+            .find_map(|local| local.as_socket_addr().copied())
+            .ok_or_else(|| bind_error(std::io::Error::other("listener has no socket address")))?;
+
+        let service = routes::service("/");
+        let spec = routes::spec(&service);
+        let docs = routes::docs_html(&service, &spec);
+        let spec_value: serde_json::Value = serde_json::from_str(&spec).unwrap_or_default();
+        let edge = Arc::new(Edge {
+            routes: RouteTable::from_spec(
+                &spec_value,
+                &[("/docs", &["GET"]), ("/openapi.json", &["GET"])],
+            ),
+            limiter: RateLimiter::new(&http.rate_limit),
+            metrics,
+            hsts: http.tls.enabled,
+            max_body_bytes: http.max_body_bytes,
+        });
+        let app = Route::new()
+            .at(
+                "/openapi.json",
+                poem::endpoint::make_sync(move |_| {
+                    poem::Response::builder()
+                        .content_type("application/json")
+                        .body(spec.clone())
+                }),
+            )
+            .at(
+                "/docs",
+                poem::endpoint::make_sync(move |_| poem::web::Html(docs.clone())),
+            )
+            .nest("/", service)
+            .data(Arc::clone(&state))
+            .data(BodyLimit(http.max_body_bytes));
+        let endpoint = edge::wrap(app.into_endpoint(), edge).boxed();
+
+        Ok(Self {
+            addr: bound,
+            acceptor,
+            endpoint,
+            grace: Duration::from_secs(http.shutdown_grace_seconds),
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets
+    /// in-flight requests finish for up to the grace period.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        tracing::info!(addr = %self.addr, "serving");
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(self.endpoint, shutdown, Some(self.grace))
+            .await
+    }
+}

@@ -1,0 +1,18 @@
+use std::sync::Arc;
+
+use marquee_search::MovieIndex;
+use marquee_storage::Storage;
+use secrecy::SecretString;
+
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+
+/// What handlers share, built once by [`crate::startup::Application::build`].
+#[derive(Debug)]
+pub struct AppState {
+    pub storage: Storage,
+    pub search: Arc<MovieIndex>,
+    pub readiness: Readiness,
+    pub metrics: Metrics,
+    pub admin_token: SecretString,
+}

@@ -1,0 +1,18 @@
+//! Where Marquee's data lives and how to reach it.
+//!
+//! - [`ring`]: consistent hashing with virtual nodes; the same key lands on the
+//!   same node in every process and every release.
+//! - [`config`]: how a shard node (primary plus optional streaming replica) is
+//!   addressed.
+//! - [`cluster`]: the connection pools for the catalog and every shard node,
+//!   with health probes that report replica lag.
+
+pub mod cluster;
+pub mod config;
+mod error;
+pub mod ring;
+
+pub use cluster::{Cluster, HealthState, NodeHealth, PoolStats, Role, Server, ShardNode};
+pub use config::{ClusterConfig, Endpoint, PoolConfig, ShardConfig};
+pub use error::Error;
+pub use ring::{HashRing, NodeId};

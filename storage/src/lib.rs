@@ -1,0 +1,16 @@
+//! Marquee's schema and queries.
+//!
+//! - [`migrations`]: versioned SQL files for the catalog and for every shard,
+//!   embedded in the binary and applied to primaries only.
+//! - [`movies`]: movie rows, which live on the shard of their id.
+//! - [`demo`]: the demo catalogue built from the real data in `data/`.
+//! - [`Storage`]: the entry point that routes each query to its shard.
+
+pub mod demo;
+mod error;
+pub mod migrations;
+pub mod movies;
+mod store;
+
+pub use error::Error;
+pub use store::{MigrationReport, Storage};

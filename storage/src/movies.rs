@@ -1,0 +1,142 @@
+//! Movie rows. A movie lives on the shard that its id hashes to.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// A movie as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Movie {
+    pub id: Uuid,
+    pub title: String,
+    pub genres: Vec<String>,
+    pub director: Option<String>,
+    pub synopsis: Option<String>,
+    pub cast: Vec<String>,
+    pub runtime_minutes: Option<i32>,
+    pub certificate: Option<String>,
+    pub release_date: Option<NaiveDate>,
+    pub poster_url: Option<String>,
+    pub imdb_rating: Option<f64>,
+    pub imdb_votes: Option<i32>,
+    pub demo_generated: bool,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A movie to write; the id is chosen by the caller so that it can be routed
+/// before the row exists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMovie {
+    pub id: Uuid,
+    pub title: String,
+    pub genres: Vec<String>,
+    pub director: Option<String>,
+    pub synopsis: Option<String>,
+    pub cast: Vec<String>,
+    pub runtime_minutes: Option<i32>,
+    pub certificate: Option<String>,
+    pub release_date: Option<NaiveDate>,
+    pub poster_url: Option<String>,
+    pub imdb_rating: Option<f64>,
+    pub imdb_votes: Option<i32>,
+    pub demo_generated: bool,
+}
+
+const COLUMNS: &str = "id, title, genres, director, synopsis, cast_members, runtime_minutes, \
+     certificate, release_date, poster_url, imdb_rating::float8, imdb_votes, demo_generated, \
+     version, created_at, updated_at";
+
+fn from_row(row: &Row) -> Movie {
+    Movie {
+        id: row.get(0),
+        title: row.get(1),
+        genres: row.get(2),
+        director: row.get(3),
+        synopsis: row.get(4),
+        cast: row.get(5),
+        runtime_minutes: row.get(6),
+        certificate: row.get(7),
+        release_date: row.get(8),
+        poster_url: row.get(9),
+        imdb_rating: row.get(10),
+        imdb_votes: row.get(11),
+        demo_generated: row.get(12),
+        version: row.get(13),
+        created_at: row.get(14),
+        updated_at: row.get(15),
+    }
+}
+
+/// Inserts a movie, or rewrites it when the id exists, so that loading the
+/// same data twice leaves one row per movie.
+pub async fn upsert(
+    client: &impl GenericClient,
+    movie: &NewMovie,
+) -> Result<Movie, tokio_postgres::Error> {
+    let sql = format!(
+        "insert into movies (id, title, genres, director, synopsis, cast_members, runtime_minutes, \
+             certificate, release_date, poster_url, imdb_rating, imdb_votes, demo_generated) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::float8::numeric(3, 1), $12, $13) \
+         on conflict (id) do update set \
+             title = excluded.title, genres = excluded.genres, director = excluded.director, \
+             synopsis = excluded.synopsis, cast_members = excluded.cast_members, \
+             runtime_minutes = excluded.runtime_minutes, certificate = excluded.certificate, \
+             release_date = excluded.release_date, poster_url = excluded.poster_url, \
+             imdb_rating = excluded.imdb_rating, imdb_votes = excluded.imdb_votes, \
+             demo_generated = excluded.demo_generated, \
+             version = movies.version + 1, updated_at = now() \
+         returning {COLUMNS}"
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &movie.id,
+                &movie.title,
+                &movie.genres,
+                &movie.director,
+                &movie.synopsis,
+                &movie.cast,
+                &movie.runtime_minutes,
+                &movie.certificate,
+                &movie.release_date,
+                &movie.poster_url,
+                &movie.imdb_rating,
+                &movie.imdb_votes,
+                &movie.demo_generated,
+            ],
+        )
+        .await?;
+    Ok(from_row(&row))
+}
+
+pub async fn get(
+    client: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<Movie>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(&format!("select {COLUMNS} from movies where id = $1"))
+        .await?;
+    Ok(client
+        .query_opt(&statement, &[&id])
+        .await?
+        .as_ref()
+        .map(from_row))
+}
+
+/// Every movie on one shard, for building the search index.
+pub async fn all(client: &impl GenericClient) -> Result<Vec<Movie>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(&format!("select {COLUMNS} from movies order by id"))
+        .await?;
+    Ok(client
+        .query(&statement, &[])
+        .await?
+        .iter()
+        .map(from_row)
+        .collect())
+}
