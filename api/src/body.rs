@@ -56,6 +56,12 @@ fn reject(status: StatusCode, detail: impl Into<String>, fields: Vec<FieldError>
     poem::Error::new(rejection, status)
 }
 
+/// serde reports a missing field at its parent's path; the field's own name
+/// is what a client needs.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
 impl<T: Type + DeserializeOwned + Validate + Send> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
@@ -86,11 +92,13 @@ impl<T: Type + DeserializeOwned + Validate + Send> ParsePayload for JsonBody<T> 
             )
         })?;
         let parsed: T = serde_path_to_error::deserialize(value).map_err(|err| {
-            let field = match err.path().to_string() {
-                path if path == "." => "body".to_owned(),
-                path => path,
-            };
+            let path = err.path().to_string();
             let message = err.into_inner().to_string();
+            let field = match (missing_field(&message), path.as_str()) {
+                (Some(missing), ".") => missing.to_owned(),
+                (Some(missing), parent) => format!("{parent}.{missing}"),
+                (None, _) => path,
+            };
             reject(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("the request body does not fit the schema: {message}"),

@@ -1,3 +1,8 @@
+//! The `marquee` binary: parses the command line and hands off to the library.
+
+// Printing is this binary's interface; libraries log instead.
+#![allow(clippy::print_stdout)]
+
 use std::collections::HashMap;
 
 use anyhow::Context;

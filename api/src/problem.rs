@@ -89,8 +89,9 @@ impl Problem {
         }
     }
 
-    fn into_body(self) -> Json<Problem> {
-        Json(self)
+    /// Boxed, so that `Result<_, ApiError>` stays small on the happy path.
+    fn into_body(self) -> Json<Box<Problem>> {
+        Json(Box::new(self))
     }
 }
 
@@ -100,34 +101,37 @@ impl Problem {
 pub enum ApiError {
     /// The request is malformed: unparsable JSON or an invalid parameter.
     #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
+    BadRequest(Json<Box<Problem>>),
     /// Credentials are missing or wrong.
     #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    Unauthorized(
+        Json<Box<Problem>>,
+        #[oai(header = "WWW-Authenticate")] String,
+    ),
     /// The resource does not exist, or the caller may not know it exists.
     #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
+    NotFound(Json<Box<Problem>>),
     /// The request conflicts with the current state of the resource.
     #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
+    Conflict(Json<Box<Problem>>),
     /// The body is larger than the configured limit.
     #[oai(status = 413, content_type = "application/problem+json")]
-    PayloadTooLarge(Json<Problem>),
+    PayloadTooLarge(Json<Box<Problem>>),
     /// The body is not `application/json`.
     #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
+    UnsupportedMediaType(Json<Box<Problem>>),
     /// The body is well-formed JSON but fails validation; `errors` names the fields.
     #[oai(status = 422, content_type = "application/problem+json")]
-    Unprocessable(Json<Problem>),
+    Unprocessable(Json<Box<Problem>>),
     /// Too many requests; retry after the given number of seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(Json<Box<Problem>>, #[oai(header = "Retry-After")] u64),
     /// An unexpected failure; the request id identifies it in the logs.
     #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
+    Internal(Json<Box<Problem>>),
     /// A dependency is unavailable; retry after the given number of seconds.
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    Unavailable(Json<Box<Problem>>, #[oai(header = "Retry-After")] u64),
 }
 
 impl ApiError {

@@ -7,8 +7,10 @@
 use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
-use tantivy::query::QueryParser;
+use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
+use tantivy::schema::IndexRecordOption;
 use tantivy::schema::{Field, NumericOptions, Schema, Value, STORED, STRING, TEXT};
+use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use uuid::Uuid;
 
@@ -54,7 +56,7 @@ pub struct MovieIndex {
     fields: Fields,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
-    parser: QueryParser,
+    analyzer: TextAnalyzer,
 }
 
 impl std::fmt::Debug for MovieIndex {
@@ -63,6 +65,13 @@ impl std::fmt::Debug for MovieIndex {
             .field("documents", &self.len())
             .finish()
     }
+}
+
+fn boosted(query: impl Query, boost: f32) -> (Occur, Box<dyn Query>) {
+    (
+        Occur::Should,
+        Box::new(BoostQuery::new(Box::new(query), boost)),
+    )
 }
 
 /// A writer arena of 15 MB is tantivy's minimum and ample for the catalogue.
@@ -85,17 +94,12 @@ impl MovieIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        let mut parser = QueryParser::for_index(&index, vec![fields.title, fields.director]);
-        parser.set_field_boost(fields.title, 3.0);
-        // One typo per word, and the last word may be a prefix, so "godfathr"
-        // and "godf" both find "The Godfather".
-        parser.set_field_fuzzy(fields.title, true, 1, true);
-        parser.set_field_fuzzy(fields.director, false, 1, true);
+        let analyzer = index.tokenizer_for_field(fields.title)?;
         Ok(Self {
             fields,
             reader,
             writer: Mutex::new(writer),
-            parser,
+            analyzer,
         })
     }
 
@@ -127,12 +131,49 @@ impl MovieIndex {
         Ok(())
     }
 
-    /// Movies matching free text, best first. Syntax a person did not mean
-    /// as syntax (a stray quote or colon) is searched as plain words.
+    /// Every word must match the title or the director. A word matches best
+    /// exactly, then as the start of a word (autocomplete), then with one
+    /// typo, so "goodf" ranks "Goodfellas" above "The Godfather".
+    fn query(&self, text: &str) -> Box<dyn Query> {
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(text);
+        let mut words = Vec::new();
+        while stream.advance() {
+            words.push(stream.token().text.clone());
+        }
+        let clauses = words
+            .iter()
+            .map(|word| {
+                let title = Term::from_field_text(self.fields.title, word);
+                let director = Term::from_field_text(self.fields.director, word);
+                let alternatives: Vec<(Occur, Box<dyn Query>)> = vec![
+                    boosted(
+                        TermQuery::new(title.clone(), IndexRecordOption::WithFreqs),
+                        8.0,
+                    ),
+                    boosted(FuzzyTermQuery::new_prefix(title.clone(), 0, true), 4.0),
+                    boosted(FuzzyTermQuery::new_prefix(title, 1, true), 1.0),
+                    boosted(
+                        TermQuery::new(director.clone(), IndexRecordOption::WithFreqs),
+                        4.0,
+                    ),
+                    boosted(FuzzyTermQuery::new(director, 1, true), 1.0),
+                ];
+                (
+                    Occur::Must,
+                    Box::new(BooleanQuery::new(alternatives)) as Box<dyn Query>,
+                )
+            })
+            .collect();
+        Box::new(BooleanQuery::new(clauses))
+    }
+
+    /// Movies matching free text, best first. Punctuation is ignored, so no
+    /// input is a syntax error.
     pub fn search(&self, text: &str, limit: usize) -> Result<Vec<Hit>, Error> {
-        let (query, _) = self.parser.parse_query_lenient(text);
+        let query = self.query(text);
         let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(limit.max(1)))?;
+        let top = searcher.search(&*query, &TopDocs::with_limit(limit.max(1)))?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
             let document: TantivyDocument = searcher.doc(address)?;

@@ -86,7 +86,10 @@ pub async fn apply(
 ) -> Result<Vec<i32>, Error> {
     let query_error = |err: tokio_postgres::Error| Error::Rejected {
         component: component.to_owned(),
-        message: err.to_string(),
+        message: err.as_db_error().map_or_else(
+            || err.to_string(),
+            |db| format!("{} ({})", db.message(), db.code().code()),
+        ),
     };
     let in_recovery: bool = client
         .query_one("select pg_is_in_recovery()", &[])
@@ -100,18 +103,24 @@ pub async fn apply(
     }
     // The schema name was checked to be a plain identifier when the
     // configuration was loaded, so it is safe to splice in.
-    client
-        .batch_execute(&format!(
-            "create schema if not exists {schema};
-             create table if not exists {schema}.schema_migrations (
-                 version integer primary key,
-                 name text not null,
-                 checksum text not null,
-                 applied_at timestamptz not null default now()
-             );"
-        ))
-        .await
-        .map_err(query_error)?;
+    let setup = format!(
+        "create schema if not exists {schema};
+         create table if not exists {schema}.schema_migrations (
+             version integer primary key,
+             name text not null,
+             checksum text not null,
+             applied_at timestamptz not null default now()
+         );"
+    );
+    // `if not exists` is not atomic: a migrator racing this one can create
+    // the schema between the check and the insert. Its work is as good as
+    // ours, so one retry settles it.
+    if let Err(err) = client.batch_execute(&setup).await {
+        if !is_concurrent_creation(&err) {
+            return Err(query_error(err));
+        }
+        client.batch_execute(&setup).await.map_err(query_error)?;
+    }
 
     let mut newly_applied = Vec::new();
     for migration in migrations {
@@ -158,6 +167,18 @@ pub async fn apply(
         }
     }
     Ok(newly_applied)
+}
+
+fn is_concurrent_creation(err: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    err.code().is_some_and(|code| {
+        [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::DUPLICATE_SCHEMA,
+            SqlState::DUPLICATE_TABLE,
+        ]
+        .contains(code)
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
 use marquee_sharding::ring::DEFAULT_VNODES_PER_WEIGHT;
 use marquee_sharding::{Cluster, HashRing, NodeId, Server};
 use uuid::Uuid;
@@ -43,13 +43,17 @@ impl Storage {
             catalog.component(),
             self.migrate_server(catalog, migrations::CATALOG).await?,
         ));
-        let shards = try_join_all(self.cluster.shards().iter().map(|shard| async move {
+        // Every node runs to completion, even when another fails: abandoning
+        // a node mid-transaction would leave it holding locks until its
+        // connection is reaped.
+        let outcomes = join_all(self.cluster.shards().iter().map(|shard| async move {
             let applied = self
                 .migrate_server(&shard.primary, migrations::SHARD)
                 .await?;
             Ok::<_, Error>((shard.primary.component(), applied))
         }))
-        .await?;
+        .await;
+        let shards = outcomes.into_iter().collect::<Result<Vec<_>, _>>()?;
         report.applied.extend(shards);
 
         let client = catalog.get().await?;

@@ -1,1 +1,269 @@
+//! `spawn_app()`: the real application on port 0, in a private schema on
+//! every node of the local cluster, torn down when the test ends.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use marquee::settings::Settings;
+use marquee::startup::Application;
+use marquee::state::AppState;
+use marquee_sharding::{Cluster, Endpoint};
+use marquee_storage::Storage;
+use secrecy::ExposeSecret;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A schema of its own on the catalog and on every shard node (replicas
+/// receive it by streaming), plus a scratch directory; both removed on drop.
+pub struct TestSchema {
+    pub name: String,
+    pub settings: Settings,
+    pub dir: PathBuf,
+    /// The primaries as configured on disk: tests may point `settings` at
+    /// proxies that are gone by the time the schema is dropped.
+    cleanup: Vec<(String, Endpoint)>,
+}
+
+impl TestSchema {
+    /// Settings for the local cluster, pointed at a fresh schema.
+    pub fn new() -> Self {
+        let name = format!("t_{}", Uuid::now_v7().simple());
+        let dir = std::env::temp_dir().join(format!("marquee-{name}"));
+        let env: HashMap<String, String> = [
+            ("MARQUEE__DATABASE__SCHEMA", name.clone()),
+            ("MARQUEE__DATABASE__POOL__MAX_SIZE", "4".to_owned()),
+            ("MARQUEE__HTTP__PORT", "0".to_owned()),
+            ("MARQUEE__HTTP__SHUTDOWN_GRACE_SECONDS", "5".to_owned()),
+            (
+                "MARQUEE__HTTP__TLS__CERT_PATH",
+                dir.join("cert.pem").display().to_string(),
+            ),
+            (
+                "MARQUEE__HTTP__TLS__KEY_PATH",
+                dir.join("key.pem").display().to_string(),
+            ),
+            ("MARQUEE__REDIS__KEY_PREFIX", format!("{name}:")),
+            ("MARQUEE__LOG__FILTER", "warn".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+        let settings = Settings::load(&root(), None, env)
+            .expect("settings load; is the local cluster up (`make cluster`)?");
+        let mut schema = Self {
+            name,
+            settings,
+            dir,
+            cleanup: Vec::new(),
+        };
+        schema.cleanup = schema.primaries();
+        schema
+    }
+
+    pub fn storage(&self) -> Storage {
+        let cluster = Cluster::new(&self.settings.database).expect("cluster");
+        Storage::new(Arc::new(cluster), self.name.clone())
+    }
+
+    /// Every primary of the cluster: the catalog and each shard's.
+    pub fn primaries(&self) -> Vec<(String, Endpoint)> {
+        let mut servers = vec![("catalog".to_owned(), self.settings.database.catalog.clone())];
+        for shard in &self.settings.database.shards {
+            servers.push((format!("{}/primary", shard.name), shard.primary.clone()));
+        }
+        servers
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let (name, servers) = (self.name.clone(), std::mem::take(&mut self.cleanup));
+        // Drop runs inside the test's runtime, which cannot be blocked on, so
+        // the clean-up gets a thread and a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                for (_, endpoint) in servers {
+                    if let Ok(client) = connect(&endpoint).await {
+                        let _ = client
+                            .batch_execute(&format!(
+                                "set lock_timeout = '10s'; drop schema if exists {name} cascade"
+                            ))
+                            .await;
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A direct connection to one server, bypassing the application.
+pub async fn connect(endpoint: &Endpoint) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&endpoint.host)
+        .port(endpoint.port)
+        .user(&endpoint.user)
+        .dbname(&endpoint.dbname)
+        .connect_timeout(std::time::Duration::from_secs(5));
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    // Dropped last, after the server has stopped using the schema.
+    pub schema: TestSchema,
+}
+
+pub fn https_client() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the application after `configure` has adjusted its settings.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut schema = TestSchema::new();
+    configure(&mut schema.settings);
+    schema.storage().migrate().await.expect("migrations apply");
+    let app = Application::build(schema.settings.clone())
+        .await
+        .expect("application builds");
+    let address = format!("https://127.0.0.1:{}", app.port());
+    let state = Arc::clone(app.state());
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop.await;
+    }));
+    TestApp {
+        address,
+        client: https_client(),
+        state,
+        shutdown: Some(shutdown),
+        server: Some(server),
+        schema,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request is answered")
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.schema.settings.admin.token.expose_secret().to_owned()
+    }
+
+    /// POSTs raw bytes with the admin token.
+    pub async fn post_admin(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(self.admin_token())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request is answered")
+    }
+
+    pub async fn create_movie(&self, body: serde_json::Value) -> reqwest::Response {
+        self.post_admin("/v1/admin/movies", "application/json", body.to_string())
+            .await
+    }
+
+    /// Stops accepting connections; the handle resolves once in-flight
+    /// requests have finished.
+    pub fn begin_shutdown(&mut self) -> Option<JoinHandle<std::io::Result<()>>> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.server.take()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Asserts an RFC 9457 answer and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "content type {content_type}"
+    );
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: serde_json::Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string() && body["type"].is_string() && body["detail"].is_string());
+    assert_eq!(
+        body["request_id"].as_str(),
+        request_id.as_deref(),
+        "body and header carry the same id"
+    );
+    body
+}
+
+/// Count of movies in the test's schema across all shards.
+pub async fn movie_count(app: &TestApp) -> usize {
+    app.state
+        .storage
+        .all_movies()
+        .await
+        .expect("movies readable")
+        .len()
+}

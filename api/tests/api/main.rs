@@ -1,4 +1,14 @@
 //! Integration tests: the real application on port 0 against the local
 //! cluster, each test in its own schema on every node.
 
+mod health;
 mod helpers;
+mod isolation;
+mod metrics;
+mod migrations;
+mod movies;
+mod openapi;
+mod problems;
+mod shutdown;
+mod startup;
+mod tls;

@@ -1,0 +1,92 @@
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{assert_problem, connect, spawn_app};
+
+#[tokio::test]
+async fn an_admin_creates_a_movie_that_can_then_be_read_and_searched() {
+    let app = spawn_app().await;
+
+    let created = app
+        .create_movie(json!({
+            "title": "The Quiet Projectionist",
+            "genres": ["drama", "mystery"],
+            "director": "Ana Lindqvist",
+            "runtime_minutes": 104,
+            "release_date": "2026-10-02",
+            "cast": ["Mira Holt", "Jonas Abara"]
+        }))
+        .await;
+
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let movie: serde_json::Value = created.json().await.expect("json");
+    assert_eq!(
+        location,
+        format!("/v1/movies/{}", movie["id"].as_str().expect("id"))
+    );
+
+    let fetched: serde_json::Value = app.get(&location).await.json().await.expect("json");
+    assert_eq!(fetched["title"], "The Quiet Projectionist");
+    assert_eq!(fetched["genres"], json!(["drama", "mystery"]));
+    assert_eq!(fetched["release_date"], "2026-10-02");
+    assert_eq!(fetched["version"], 1);
+
+    let found: serde_json::Value = app
+        .get("/v1/search?q=projectionst")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        found["hits"][0]["id"], movie["id"],
+        "a typo still finds the new movie"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_movie_is_a_404_problem() {
+    let app = spawn_app().await;
+
+    let id = Uuid::now_v7();
+    let body = assert_problem(app.get(&format!("/v1/movies/{id}")).await, 404).await;
+
+    assert!(body["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains(&id.to_string()));
+}
+
+#[tokio::test]
+async fn a_movie_is_stored_only_on_the_shard_its_id_hashes_to() {
+    let app = spawn_app().await;
+
+    let movie: serde_json::Value = app
+        .create_movie(json!({"title": "Placement", "genres": ["documentary"]}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id: Uuid = movie["id"].as_str().expect("id").parse().expect("uuid");
+
+    let owner = app.state.storage.movie_node(id).expect("routable");
+    for shard in &app.schema.settings.database.shards {
+        let client = connect(&shard.primary).await.expect("connect");
+        let rows = client
+            .query(
+                &format!("select 1 from {}.movies where id = $1", app.schema.name),
+                &[&id],
+            )
+            .await
+            .expect("query");
+        assert_eq!(
+            rows.len(),
+            usize::from(shard.name == owner.as_str()),
+            "on {}",
+            shard.name
+        );
+    }
+}
