@@ -37,12 +37,12 @@ impl Metrics {
         let latency = must(HistogramVec::new(
             HistogramOpts::new(
                 "http_request_duration_seconds",
-                "HTTP request latency by route template and method",
+                "HTTP request latency by route template, method and status",
             )
             .buckets(vec![
                 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
-            &["route", "method"],
+            &["route", "method", "status"],
         ));
         let in_flight = must(IntGauge::new(
             "http_requests_in_flight",
@@ -96,12 +96,9 @@ impl Metrics {
 
     pub fn request_finished(&self, route: &str, method: &str, status: u16, seconds: f64) {
         self.in_flight.dec();
-        self.requests
-            .with_label_values(&[route, method, status_label(status)])
-            .inc();
-        self.latency
-            .with_label_values(&[route, method])
-            .observe(seconds);
+        let labels = [route, method, status_label(status)];
+        self.requests.with_label_values(&labels).inc();
+        self.latency.with_label_values(&labels).observe(seconds);
     }
 
     /// The text exposition, with pool and index gauges read at scrape time.

@@ -18,7 +18,7 @@ async fn requests_are_counted_by_route_template_and_status() {
         "{text}"
     );
     assert!(text.contains(
-        r#"marquee_http_request_duration_seconds_bucket{method="GET",route="/v1/movies/{id}""#
+        r#"marquee_http_request_duration_seconds_count{method="GET",route="/v1/movies/{id}",status="404"} 2"#
     ));
 }
 
