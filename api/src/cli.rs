@@ -35,10 +35,30 @@ pub enum Command {
     },
     /// Check configuration and reach every dependency, then exit.
     Check,
+    /// Shard placement tools.
+    Shards {
+        #[command(subcommand)]
+        command: ShardsCommand,
+    },
     /// Print the OpenAPI spec.
     Openapi {
         /// Write to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShardsCommand {
+    /// Print balance and key movement of placement as a cluster grows from
+    /// `--from` to `--to` nodes, one node at a time. Needs no cluster.
+    Simulate {
+        #[arg(long, default_value_t = 20)]
+        from: usize,
+        #[arg(long, default_value_t = 70)]
+        to: usize,
+        /// Keys to place at each size.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
     },
 }

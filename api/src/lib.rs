@@ -17,6 +17,7 @@ pub mod problem;
 pub mod routes;
 pub mod seed;
 pub mod settings;
+pub mod simulate;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use clap::Parser;
-use marquee::cli::{Cli, Command};
+use marquee::cli::{Cli, Command, ShardsCommand};
 use marquee::settings::Settings;
 use marquee::startup::{self, Application};
-use marquee::{routes, seed, telemetry};
+use marquee::{routes, seed, simulate, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,6 +26,13 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         };
+    }
+
+    if let Command::Shards {
+        command: ShardsCommand::Simulate { from, to, keys },
+    } = &cli.command
+    {
+        return simulate::run(*from, *to, *keys);
     }
 
     let env: HashMap<String, String> = std::env::vars().collect();
@@ -53,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
             startup::connect_storage(&settings).await?;
             println!("configuration is valid and every shard primary is reachable and migrated");
         }
-        Command::Openapi { .. } => {}
+        Command::Openapi { .. } | Command::Shards { .. } => {}
     }
     Ok(())
 }

@@ -150,6 +150,10 @@ impl ApiError {
         Self::NotFound(Problem::new(StatusCode::NOT_FOUND, "not-found", detail).into_body())
     }
 
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::Conflict(Problem::new(StatusCode::CONFLICT, "conflict", detail).into_body())
+    }
+
     pub fn unprocessable(detail: impl Into<String>, errors: Vec<FieldError>) -> Self {
         let mut problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail);
         problem.errors = Some(errors);

@@ -1,5 +1,6 @@
 //! Connection pools for the catalog and every shard node, and their health.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use futures::future::join_all;
 use tokio_postgres::NoTls;
 
 use crate::config::{ClusterConfig, Endpoint, PoolConfig};
-use crate::ring::{HashRing, NodeId, DEFAULT_VNODES_PER_WEIGHT};
+use crate::placement::{NodeId, Placement};
 use crate::Error;
 
 /// What a server is for; appears in health reports, metrics and errors.
@@ -217,12 +218,13 @@ pub struct NodeHealth {
     pub replica_lag_bytes: Option<u64>,
 }
 
-/// The catalog and every shard node, with the ring that places keys on them.
+/// The catalog and every shard node, with the placement of keys on them.
 #[derive(Debug)]
 pub struct Cluster {
     catalog: Server,
     shards: Vec<ShardNode>,
-    ring: RwLock<Arc<HashRing>>,
+    placement: RwLock<Arc<Placement>>,
+    map_version: AtomicI64,
     max_replica_lag_bytes: u64,
 }
 
@@ -260,14 +262,12 @@ impl Cluster {
                 }
             })
             .collect();
-        let ring = HashRing::new(
-            shards.iter().map(|shard| (shard.id().clone(), 1)),
-            DEFAULT_VNODES_PER_WEIGHT,
-        );
+        let placement = Placement::new(shards.iter().map(|shard| (shard.id().clone(), 1)));
         Ok(Self {
             catalog,
             shards,
-            ring: RwLock::new(Arc::new(ring)),
+            placement: RwLock::new(Arc::new(placement)),
+            map_version: AtomicI64::new(0),
             max_replica_lag_bytes: config.max_replica_lag_bytes,
         })
     }
@@ -287,33 +287,42 @@ impl Cluster {
             .ok_or_else(|| Error::UnknownNode(node.to_string()))
     }
 
-    /// The ring currently in force.
-    pub fn ring(&self) -> Arc<HashRing> {
+    /// The placement currently in force.
+    pub fn placement(&self) -> Arc<Placement> {
         Arc::clone(
             &self
-                .ring
+                .placement
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
     }
 
-    /// Replaces placement, for example with the weights stored in the catalog.
-    /// Every node of the new ring must have pools in this cluster.
-    pub fn set_ring(&self, ring: HashRing) -> Result<(), Error> {
-        for node in ring.nodes() {
+    /// The catalog's shard map version the placement was built from; 0
+    /// until one is loaded.
+    pub fn map_version(&self) -> i64 {
+        self.map_version.load(Ordering::Acquire)
+    }
+
+    /// Replaces placement with the one built from version `version` of the
+    /// catalog's shard map. Every node of the new placement must have pools
+    /// in this cluster.
+    pub fn set_placement(&self, placement: Placement, version: i64) -> Result<(), Error> {
+        for node in placement.nodes() {
             self.shard(node)?;
         }
-        *self
-            .ring
+        let mut current = self
+            .placement
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ring);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = Arc::new(placement);
+        self.map_version.store(version, Ordering::Release);
         Ok(())
     }
 
     /// The shard node that owns a routing key.
     pub fn route(&self, key: &[u8]) -> Result<&ShardNode, Error> {
-        let ring = self.ring();
-        let node = ring.route(key).ok_or(Error::NoNodes)?;
+        let placement = self.placement();
+        let node = placement.route(key).ok_or(Error::NoNodes)?;
         self.shard(node)
     }
 

@@ -1,7 +1,8 @@
 //! Where Marquee's data lives and how to reach it.
 //!
-//! - [`ring`]: consistent hashing with virtual nodes; the same key lands on the
-//!   same node in every process and every release.
+//! - [`placement`]: consistent hashing over fixed slots; the same key lands on
+//!   the same node in every process and every release.
+//! - [`simulate`]: balance and movement of placement at any scale.
 //! - [`config`]: how a shard node (primary plus optional streaming replica) is
 //!   addressed.
 //! - [`cluster`]: the connection pools for the catalog and every shard node,
@@ -10,9 +11,10 @@
 pub mod cluster;
 pub mod config;
 mod error;
-pub mod ring;
+pub mod placement;
+pub mod simulate;
 
 pub use cluster::{Cluster, HealthState, NodeHealth, PoolStats, Role, Server, ShardNode};
 pub use config::{ClusterConfig, Endpoint, PoolConfig, ShardConfig};
 pub use error::Error;
-pub use ring::{HashRing, NodeId};
+pub use placement::{NodeId, Placement};

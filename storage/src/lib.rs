@@ -13,4 +13,4 @@ pub mod movies;
 mod store;
 
 pub use error::Error;
-pub use store::{MigrationReport, Storage};
+pub use store::{MigrationReport, NodeRecord, ShardMap, Storage};

@@ -41,7 +41,7 @@ macro_rules! migrations {
 }
 
 /// Migrations of the catalog node, in order.
-pub const CATALOG: &[Migration] = migrations!("catalog": 1 "0001_shard_nodes");
+pub const CATALOG: &[Migration] = migrations!("catalog": 1 "0001_shard_nodes", 2 "0002_shard_map");
 
 /// Migrations of every shard node, in order.
 pub const SHARD: &[Migration] = migrations!("shard": 1 "0001_movies");
@@ -228,8 +228,8 @@ mod tests {
 
     #[test]
     fn a_pending_list_names_only_versions_not_yet_applied() {
-        let applied = vec![(1, SHARD[0].checksum())];
-        assert!(pending(SHARD, &applied).is_empty());
-        assert_eq!(pending(SHARD, &[]), vec![1]);
+        let applied = vec![(1, CATALOG[0].checksum())];
+        assert_eq!(pending(CATALOG, &applied), vec![2]);
+        assert_eq!(pending(CATALOG, &[]), vec![1, 2]);
     }
 }

@@ -1,13 +1,50 @@
 use std::sync::Arc;
 
 use futures::future::{join_all, try_join_all};
-use marquee_sharding::ring::DEFAULT_VNODES_PER_WEIGHT;
-use marquee_sharding::{Cluster, HashRing, NodeId, Server};
+use marquee_sharding::{Cluster, NodeId, Placement, Server};
 use uuid::Uuid;
 
 use crate::migrations::{self, Migration};
 use crate::movies::{self, Movie, NewMovie};
 use crate::Error;
+
+/// A node as the catalog's registry records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    pub name: String,
+    pub weight: i32,
+    /// `active`, `draining` or `down`.
+    pub state: String,
+}
+
+impl NodeRecord {
+    /// Only active nodes receive keys; a draining node keeps its data until
+    /// it has moved, but owns no slots.
+    pub fn effective_weight(&self) -> u32 {
+        if self.state == "active" {
+            u32::try_from(self.weight).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+}
+
+/// The catalog's shard map: a version and the node registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardMap {
+    pub version: i64,
+    pub nodes: Vec<NodeRecord>,
+}
+
+impl ShardMap {
+    pub fn placement(&self) -> Placement {
+        Placement::new(
+            self.nodes
+                .iter()
+                .map(|node| (NodeId::new(&node.name), node.effective_weight())),
+        )
+    }
+}
 
 /// What `migrate` did on each node.
 #[derive(Debug, Default)]
@@ -56,9 +93,22 @@ impl Storage {
         let shards = outcomes.into_iter().collect::<Result<Vec<_>, _>>()?;
         report.applied.extend(shards);
 
-        let client = catalog.get().await?;
+        self.register_nodes().await?;
+        Ok(report)
+    }
+
+    /// Adds configured nodes missing from the registry and, if any were
+    /// added, bumps the map version in the same transaction.
+    async fn register_nodes(&self) -> Result<(), Error> {
+        let catalog = self.cluster.catalog();
+        let mut client = catalog.get().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|err| rejected(catalog, err))?;
+        let mut added = 0;
         for shard in self.cluster.shards() {
-            client
+            added += transaction
                 .execute(
                     "insert into shard_nodes (name) values ($1) on conflict (name) do nothing",
                     &[&shard.id().as_str()],
@@ -66,7 +116,19 @@ impl Storage {
                 .await
                 .map_err(|err| rejected(catalog, err))?;
         }
-        Ok(report)
+        if added > 0 {
+            transaction
+                .execute(
+                    "update shard_map set version = version + 1, changed_at = now()",
+                    &[],
+                )
+                .await
+                .map_err(|err| rejected(catalog, err))?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(|err| rejected(catalog, err))
     }
 
     async fn migrate_server(&self, server: &Server, set: &[Migration]) -> Result<Vec<i32>, Error> {
@@ -103,37 +165,75 @@ impl Storage {
         Ok(())
     }
 
-    /// Replaces the ring with the catalog's node registry, so every instance
-    /// places data the same way whatever order its configuration lists nodes.
-    pub async fn load_placement(&self) -> Result<(), Error> {
+    /// The catalog's node registry and map version.
+    pub async fn shard_map(&self) -> Result<ShardMap, Error> {
         let catalog = self.cluster.catalog();
         let client = catalog.get().await?;
-        let rows = client
+        let version: i64 = client
+            .query_one("select version from shard_map", &[])
+            .await
+            .map_err(|err| rejected(catalog, err))?
+            .get(0);
+        let nodes = client
             .query(
                 "select name, weight, state from shard_nodes order by name",
                 &[],
             )
             .await
-            .map_err(|err| rejected(catalog, err))?;
-        let mut members = Vec::with_capacity(rows.len());
-        for row in rows {
-            let name: String = row.get(0);
-            let weight: i32 = row.get(1);
-            let state: String = row.get(2);
-            let node = NodeId::new(&name);
-            if self.cluster.shard(&node).is_err() {
-                return Err(Error::UnconfiguredNode { node: name });
+            .map_err(|err| rejected(catalog, err))?
+            .iter()
+            .map(|row| NodeRecord {
+                name: row.get(0),
+                weight: row.get(1),
+                state: row.get(2),
+            })
+            .collect();
+        Ok(ShardMap { version, nodes })
+    }
+
+    /// Replaces placement with the catalog's node registry, so every instance
+    /// places data the same way whatever order its configuration lists nodes.
+    pub async fn load_placement(&self) -> Result<(), Error> {
+        let map = self.shard_map().await?;
+        for node in &map.nodes {
+            if self.cluster.shard(&NodeId::new(&node.name)).is_err() {
+                return Err(Error::UnconfiguredNode {
+                    node: node.name.clone(),
+                });
             }
-            let weight = if state == "active" {
-                u32::try_from(weight).unwrap_or(0)
-            } else {
-                0
-            };
-            members.push((node, weight));
         }
-        self.cluster
-            .set_ring(HashRing::new(members, DEFAULT_VNODES_PER_WEIGHT))?;
+        self.cluster.set_placement(map.placement(), map.version)?;
         Ok(())
+    }
+
+    /// Movies stored on each shard primary, in shard order.
+    pub async fn movie_counts(&self) -> Result<Vec<(NodeId, i64)>, Error> {
+        try_join_all(self.cluster.shards().iter().map(|shard| async move {
+            let client = shard.primary.get().await?;
+            let count: i64 = client
+                .query_one("select count(*) from movies", &[])
+                .await
+                .map_err(|err| rejected(&shard.primary, err))?
+                .get(0);
+            Ok::<_, Error>((shard.id().clone(), count))
+        }))
+        .await
+    }
+
+    /// Every movie id on each shard primary, for planning moves.
+    pub async fn movie_ids(&self) -> Result<Vec<(NodeId, Vec<Uuid>)>, Error> {
+        try_join_all(self.cluster.shards().iter().map(|shard| async move {
+            let client = shard.primary.get().await?;
+            let ids = client
+                .query("select id from movies", &[])
+                .await
+                .map_err(|err| rejected(&shard.primary, err))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            Ok::<_, Error>((shard.id().clone(), ids))
+        }))
+        .await
     }
 
     fn movie_primary(&self, id: Uuid) -> Result<&Server, Error> {

@@ -2,11 +2,17 @@
 //! `Data<&Arc<AppState>>`, so the spec can be generated without a cluster.
 
 mod movies;
+mod shards;
 pub use movies::search_document;
 mod ops;
 mod search;
 
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::auth::Bearer;
+use poem_openapi::{OpenApiService, SecurityScheme, Tags};
+use secrecy::ExposeSecret;
+
+use crate::problem::ApiError;
+use crate::state::AppState;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -18,14 +24,54 @@ enum ApiTags {
     Search,
     /// Catalogue management; requires the admin token.
     Admin,
+    /// Shard map, node load and placement plans; requires the admin token.
+    Shards,
 }
 
-pub type Service = OpenApiService<(ops::OpsApi, movies::MoviesApi, search::SearchApi), ()>;
+pub type Service = OpenApiService<
+    (
+        ops::OpsApi,
+        movies::MoviesApi,
+        search::SearchApi,
+        shards::ShardsApi,
+    ),
+    (),
+>;
+
+/// The admin token from configuration, sent as `Authorization: Bearer <token>`.
+#[derive(Debug, SecurityScheme)]
+#[oai(ty = "bearer")]
+pub(crate) struct AdminToken(Bearer);
+
+impl AdminToken {
+    /// Compares in constant time, so response timing does not reveal how
+    /// much of a guessed token was right.
+    pub(crate) fn check(&self, state: &AppState) -> Result<(), ApiError> {
+        let expected = state.admin_token.expose_secret().as_bytes();
+        let given = self.0.token.as_bytes();
+        let mut difference = u8::from(expected.len() != given.len());
+        for (index, byte) in expected.iter().enumerate() {
+            difference |= byte ^ given.get(index).copied().unwrap_or(0);
+        }
+        if difference == 0 {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized(
+                "the admin token is missing or wrong",
+            ))
+        }
+    }
+}
 
 /// The API and its spec. `server` is the base URL the spec advertises.
 pub fn service(server: &str) -> Service {
     OpenApiService::new(
-        (ops::OpsApi, movies::MoviesApi, search::SearchApi),
+        (
+            ops::OpsApi,
+            movies::MoviesApi,
+            search::SearchApi,
+            shards::ShardsApi,
+        ),
         "Marquee",
         env!("CARGO_PKG_VERSION"),
     )

@@ -2,15 +2,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use poem::web::Data;
-use poem_openapi::auth::Bearer;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, SecurityScheme};
-use secrecy::ExposeSecret;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::ApiTags;
+use super::{AdminToken, ApiTags};
 use crate::body::{JsonBody, Validate};
 use crate::problem::{ApiError, FieldError};
 use crate::state::AppState;
@@ -19,31 +17,6 @@ use marquee_storage::movies::{Movie as StoredMovie, NewMovie};
 
 #[derive(Debug)]
 pub struct MoviesApi;
-
-/// The admin token from configuration, sent as `Authorization: Bearer <token>`.
-#[derive(Debug, SecurityScheme)]
-#[oai(ty = "bearer")]
-pub struct AdminToken(Bearer);
-
-impl AdminToken {
-    /// Compares in constant time, so response timing does not reveal how
-    /// much of a guessed token was right.
-    fn check(&self, state: &AppState) -> Result<(), ApiError> {
-        let expected = state.admin_token.expose_secret().as_bytes();
-        let given = self.0.token.as_bytes();
-        let mut difference = u8::from(expected.len() != given.len());
-        for (index, byte) in expected.iter().enumerate() {
-            difference |= byte ^ given.get(index).copied().unwrap_or(0);
-        }
-        if difference == 0 {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized(
-                "the admin token is missing or wrong",
-            ))
-        }
-    }
-}
 
 /// Genres Marquee files movies under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum, Deserialize)]

@@ -9,6 +9,7 @@ mod migrations;
 mod movies;
 mod openapi;
 mod problems;
+mod shards;
 mod shutdown;
 mod startup;
 mod tls;

@@ -1,0 +1,130 @@
+use serde_json::json;
+
+use crate::helpers::{assert_problem, spawn_app, TestApp};
+
+async fn seed_movies(app: &TestApp, count: usize) {
+    for index in 0..count {
+        let response = app
+            .create_movie(
+                json!({"title": format!("Placement Study {index}"), "genres": ["documentary"]}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+}
+
+async fn admin_get(app: &TestApp, path: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .expect("answer")
+}
+
+async fn plan(app: &TestApp, body: serde_json::Value) -> reqwest::Response {
+    app.post_admin(
+        "/v1/admin/shards/plan",
+        "application/json",
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_shard_map_lists_every_node_with_its_slots_and_movies() {
+    let app = spawn_app().await;
+    seed_movies(&app, 12).await;
+
+    let map: serde_json::Value = admin_get(&app, "/v1/admin/shards")
+        .await
+        .json()
+        .await
+        .expect("json");
+
+    assert!(map["version"].as_i64().expect("version") >= 1);
+    let nodes = map["nodes"].as_array().expect("nodes");
+    let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(names, vec!["shard-0", "shard-1", "shard-2"]);
+    let slots: u64 = nodes.iter().filter_map(|n| n["slots"].as_u64()).sum();
+    assert_eq!(slots, map["slots"].as_u64().expect("slots"));
+    let movies: i64 = nodes.iter().filter_map(|n| n["movies"].as_i64()).sum();
+    assert_eq!(movies, 12);
+    assert!(nodes
+        .iter()
+        .all(|n| n["state"] == "active" && n["weight"] == 1));
+}
+
+#[tokio::test]
+async fn the_shard_map_needs_the_admin_token() {
+    let app = spawn_app().await;
+
+    assert_problem(app.get("/v1/admin/shards").await, 401).await;
+}
+
+#[tokio::test]
+async fn a_drain_plan_moves_only_the_drained_nodes_movies_and_changes_nothing() {
+    let app = spawn_app().await;
+    seed_movies(&app, 30).await;
+    let before: serde_json::Value = admin_get(&app, "/v1/admin/shards")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let on_shard_1 = before["nodes"][1]["movies"].as_u64().expect("count");
+
+    let response = plan(&app, json!({"drain": ["shard-1"]})).await;
+
+    assert_eq!(response.status(), 200);
+    let plan: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(plan["movies_total"], 30);
+    assert_eq!(plan["movies_moving"], on_shard_1);
+    for transfer in plan["transfers"].as_array().expect("transfers") {
+        assert_eq!(transfer["from"], "shard-1", "{transfer}");
+    }
+    assert_eq!(plan["nodes_after"][1]["state"], "draining");
+    assert_eq!(plan["nodes_after"][1]["slots"], 0);
+    let after: serde_json::Value = admin_get(&app, "/v1/admin/shards")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(after, before, "planning changes nothing");
+}
+
+#[tokio::test]
+async fn unknown_nodes_are_404_and_contradictions_409_naming_the_node() {
+    let app = spawn_app().await;
+    let cases = [
+        (json!({"drain": ["shard-9"]}), 404, "shard-9"),
+        (json!({"add": [{"name": "shard-7"}]}), 404, "shard-7"),
+        (json!({"add": [{"name": "shard-2"}]}), 409, "shard-2"),
+        (
+            json!({"drain": ["shard-0", "shard-1", "shard-2"]}),
+            409,
+            "last active node",
+        ),
+    ];
+
+    for (body, status, named) in cases {
+        let problem = assert_problem(plan(&app, body.clone()).await, status).await;
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(named), "for {body}: {detail}");
+    }
+}
+
+#[tokio::test]
+async fn a_node_listed_twice_is_422_and_an_empty_plan_moves_nothing() {
+    let app = spawn_app().await;
+
+    let problem = assert_problem(
+        plan(&app, json!({"drain": ["shard-0", "shard-0"]})).await,
+        422,
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "drain[1]");
+
+    let empty: serde_json::Value = plan(&app, json!({})).await.json().await.expect("json");
+    assert_eq!(empty["movies_moving"], 0);
+    assert_eq!(empty["transfers"], json!([]));
+}
