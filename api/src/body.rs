@@ -91,6 +91,17 @@ impl<T: Type + DeserializeOwned + Validate + Send> ParsePayload for JsonBody<T> 
                 Vec::new(),
             )
         })?;
+        // serde accepts a struct written as a JSON array of its fields; the
+        // schema says object, so only an object is accepted.
+        let wants_object =
+            matches!(T::schema_ref(), MetaSchemaRef::Reference(_)) || T::schema_ref().is_object();
+        if wants_object && !value.is_object() {
+            return Err(reject(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the request body must be a JSON object",
+                vec![FieldError::new("body", "must be a JSON object")],
+            ));
+        }
         let parsed: T = serde_path_to_error::deserialize(value).map_err(|err| {
             let path = err.path().to_string();
             let message = err.into_inner().to_string();

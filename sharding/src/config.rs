@@ -114,12 +114,7 @@ impl ClusterConfig {
             }
         }
         for (index, shard) in self.shards.iter().enumerate() {
-            if shard.name.is_empty()
-                || !shard
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
-            {
+            if !is_node_name(&shard.name) {
                 problems.push(format!(
                     "database.shards[{index}].name `{}` must be letters, digits and dashes",
                     shard.name
@@ -128,6 +123,14 @@ impl ClusterConfig {
         }
         problems
     }
+}
+
+/// Node names appear in logs, metrics labels and URLs: letters, digits and
+/// dashes, at most 63 characters.
+pub fn is_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// Lowercase identifiers only, so a schema name can be spliced into SQL safely.

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use marquee_sharding::config::is_node_name;
 use marquee_sharding::placement::SLOTS;
 use marquee_sharding::{NodeId, Placement};
 use marquee_storage::NodeRecord;
@@ -88,12 +89,7 @@ impl Validate for PlanRequest {
             }
         }
         for (index, node) in self.add.iter().enumerate() {
-            if node.name.is_empty()
-                || !node
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
-            {
+            if !is_node_name(&node.name) {
                 errors.push(FieldError::new(
                     format!("add[{index}].name"),
                     "must be letters, digits and dashes",

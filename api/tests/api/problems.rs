@@ -96,6 +96,7 @@ async fn fields_of_the_wrong_type_unknown_fields_and_nulls_are_422_naming_the_fi
             "director",
         ),
         (json!({"genres": ["drama"]}), "title"),
+        (json!(["Heat", ["drama"]]), "body"),
     ];
 
     for (body, field) in cases {
