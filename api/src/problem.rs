@@ -191,6 +191,15 @@ impl From<marquee_storage::Error> for ApiError {
                 tracing::error!(error = %err, "storage is not ready");
                 Self::unavailable("storage is not ready to serve this request; retry shortly")
             }
+            E::StaleMap { .. } => {
+                tracing::warn!(error = %err, "request refused under a stale shard map");
+                Self::unavailable("this movie is moving between nodes; retry shortly")
+            }
+            E::MovieNotFound(_) => Self::not_found(err.to_string()),
+            E::NodeNotActive(_)
+            | E::AlreadyPlaced { .. }
+            | E::MoveInProgress(_)
+            | E::MoveVerification { .. } => Self::conflict(err.to_string()),
             E::Rejected { .. } | E::MigrationDrift { .. } | E::DemoData { .. } => {
                 tracing::error!(error = %err, "storage failure");
                 Self::internal()

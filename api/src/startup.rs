@@ -53,7 +53,8 @@ fn list(errors: &[marquee_sharding::Error]) -> String {
 }
 
 /// Connects to the cluster and checks it is usable: every primary reachable,
-/// every migration applied, placement loaded from the catalog.
+/// every migration applied, placement loaded from the catalog, and any move
+/// a crash interrupted finished or rolled back.
 pub async fn connect_storage(settings: &Settings) -> Result<Storage, StartupError> {
     let cluster = Arc::new(Cluster::new(&settings.database)?);
     cluster
@@ -63,6 +64,7 @@ pub async fn connect_storage(settings: &Settings) -> Result<Storage, StartupErro
     let storage = Storage::new(cluster, settings.database.schema.clone());
     storage.check_migrated().await?;
     storage.load_placement().await?;
+    storage.resume_moves().await?;
     Ok(storage)
 }
 

@@ -1,6 +1,6 @@
 //! Connection pools for the catalog and every shard node, and their health.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -218,13 +218,29 @@ pub struct NodeHealth {
     pub replica_lag_bytes: Option<u64>,
 }
 
+/// Where keys live under one version of the shard map: hashed placement,
+/// and overrides that pin single keys (hot movies) to dedicated nodes.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub version: i64,
+    pub placement: Placement,
+    pub overrides: HashMap<Vec<u8>, NodeId>,
+}
+
+impl Routing {
+    pub fn route(&self, key: &[u8]) -> Option<&NodeId> {
+        self.overrides
+            .get(key)
+            .or_else(|| self.placement.route(key))
+    }
+}
+
 /// The catalog and every shard node, with the placement of keys on them.
 #[derive(Debug)]
 pub struct Cluster {
     catalog: Server,
     shards: Vec<ShardNode>,
-    placement: RwLock<Arc<Placement>>,
-    map_version: AtomicI64,
+    routing: RwLock<Arc<Routing>>,
     max_replica_lag_bytes: u64,
 }
 
@@ -266,8 +282,11 @@ impl Cluster {
         Ok(Self {
             catalog,
             shards,
-            placement: RwLock::new(Arc::new(placement)),
-            map_version: AtomicI64::new(0),
+            routing: RwLock::new(Arc::new(Routing {
+                version: 0,
+                placement,
+                overrides: HashMap::new(),
+            })),
             max_replica_lag_bytes: config.max_replica_lag_bytes,
         })
     }
@@ -287,42 +306,38 @@ impl Cluster {
             .ok_or_else(|| Error::UnknownNode(node.to_string()))
     }
 
-    /// The placement currently in force.
-    pub fn placement(&self) -> Arc<Placement> {
+    /// The routing currently in force.
+    pub fn routing(&self) -> Arc<Routing> {
         Arc::clone(
             &self
-                .placement
+                .routing
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
     }
 
-    /// The catalog's shard map version the placement was built from; 0
-    /// until one is loaded.
-    pub fn map_version(&self) -> i64 {
-        self.map_version.load(Ordering::Acquire)
-    }
-
-    /// Replaces placement with the one built from version `version` of the
-    /// catalog's shard map. Every node of the new placement must have pools
-    /// in this cluster.
-    pub fn set_placement(&self, placement: Placement, version: i64) -> Result<(), Error> {
-        for node in placement.nodes() {
+    /// Replaces routing, built from a version of the catalog's shard map.
+    /// Every node it names must have pools in this cluster.
+    pub fn set_routing(&self, routing: Routing) -> Result<(), Error> {
+        for node in routing
+            .placement
+            .nodes()
+            .iter()
+            .chain(routing.overrides.values())
+        {
             self.shard(node)?;
         }
-        let mut current = self
-            .placement
+        *self
+            .routing
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *current = Arc::new(placement);
-        self.map_version.store(version, Ordering::Release);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routing);
         Ok(())
     }
 
     /// The shard node that owns a routing key.
     pub fn route(&self, key: &[u8]) -> Result<&ShardNode, Error> {
-        let placement = self.placement();
-        let node = placement.route(key).ok_or(Error::NoNodes)?;
+        let routing = self.routing();
+        let node = routing.route(key).ok_or(Error::NoNodes)?;
         self.shard(node)
     }
 

@@ -14,7 +14,7 @@ mod error;
 pub mod placement;
 pub mod simulate;
 
-pub use cluster::{Cluster, HealthState, NodeHealth, PoolStats, Role, Server, ShardNode};
+pub use cluster::{Cluster, HealthState, NodeHealth, PoolStats, Role, Routing, Server, ShardNode};
 pub use config::{ClusterConfig, Endpoint, PoolConfig, ShardConfig};
 pub use error::Error;
 pub use placement::{NodeId, Placement};

@@ -25,6 +25,26 @@ pub enum Error {
         "the catalog places data on {node}, but the configuration has no connection details for it"
     )]
     UnconfiguredNode { node: String },
+    #[error("{component} no longer holds movie {movie}: it moved to {moved_to}; the shard map was reloaded and the request retried")]
+    StaleMap {
+        component: String,
+        movie: uuid::Uuid,
+        moved_to: String,
+    },
+    #[error("movie {0} does not exist")]
+    MovieNotFound(uuid::Uuid),
+    #[error("node {0} is not an active node of the shard map")]
+    NodeNotActive(String),
+    #[error("movie {movie} already lives on {node}")]
+    AlreadyPlaced { movie: uuid::Uuid, node: String },
+    #[error("movie {0} is already being moved")]
+    MoveInProgress(uuid::Uuid),
+    #[error("movie {movie} differs between {source_node} and {target} after copying; the move was rolled back")]
+    MoveVerification {
+        movie: uuid::Uuid,
+        source_node: String,
+        target: String,
+    },
     #[error("demo data in {path} is unreadable: {reason}")]
     DemoData { path: String, reason: String },
 }

@@ -41,10 +41,11 @@ macro_rules! migrations {
 }
 
 /// Migrations of the catalog node, in order.
-pub const CATALOG: &[Migration] = migrations!("catalog": 1 "0001_shard_nodes", 2 "0002_shard_map");
+pub const CATALOG: &[Migration] =
+    migrations!("catalog": 1 "0001_shard_nodes", 2 "0002_shard_map", 3 "0003_movie_moves");
 
 /// Migrations of every shard node, in order.
-pub const SHARD: &[Migration] = migrations!("shard": 1 "0001_movies");
+pub const SHARD: &[Migration] = migrations!("shard": 1 "0001_movies", 2 "0002_movie_fences");
 
 /// Which versions of `migrations` are applied on the node behind `client`.
 pub async fn applied(client: &Client) -> Result<Vec<(i32, String)>, tokio_postgres::Error> {
@@ -229,7 +230,7 @@ mod tests {
     #[test]
     fn a_pending_list_names_only_versions_not_yet_applied() {
         let applied = vec![(1, CATALOG[0].checksum())];
-        assert_eq!(pending(CATALOG, &applied), vec![2]);
-        assert_eq!(pending(CATALOG, &[]), vec![1, 2]);
+        assert_eq!(pending(CATALOG, &applied), vec![2, 3]);
+        assert_eq!(pending(CATALOG, &[]), vec![1, 2, 3]);
     }
 }

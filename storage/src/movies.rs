@@ -140,3 +140,116 @@ pub async fn all(client: &impl GenericClient) -> Result<Vec<Movie>, tokio_postgr
         .map(from_row)
         .collect())
 }
+
+/// Writes a movie exactly as given, version and timestamps included; used
+/// to copy a movie between nodes.
+pub async fn put_exact(
+    client: &impl GenericClient,
+    movie: &Movie,
+) -> Result<(), tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "insert into movies (id, title, genres, director, synopsis, cast_members, runtime_minutes, \
+                 certificate, release_date, poster_url, imdb_rating, imdb_votes, demo_generated, \
+                 version, created_at, updated_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::float8::numeric(3, 1), $12, $13, $14, $15, $16) \
+             on conflict (id) do update set \
+                 title = excluded.title, genres = excluded.genres, director = excluded.director, \
+                 synopsis = excluded.synopsis, cast_members = excluded.cast_members, \
+                 runtime_minutes = excluded.runtime_minutes, certificate = excluded.certificate, \
+                 release_date = excluded.release_date, poster_url = excluded.poster_url, \
+                 imdb_rating = excluded.imdb_rating, imdb_votes = excluded.imdb_votes, \
+                 demo_generated = excluded.demo_generated, version = excluded.version, \
+                 created_at = excluded.created_at, updated_at = excluded.updated_at",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
+            &[
+                &movie.id,
+                &movie.title,
+                &movie.genres,
+                &movie.director,
+                &movie.synopsis,
+                &movie.cast,
+                &movie.runtime_minutes,
+                &movie.certificate,
+                &movie.release_date,
+                &movie.poster_url,
+                &movie.imdb_rating,
+                &movie.imdb_votes,
+                &movie.demo_generated,
+                &movie.version,
+                &movie.created_at,
+                &movie.updated_at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn delete(client: &impl GenericClient, id: Uuid) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute("delete from movies where id = $1", &[&id])
+        .await
+}
+
+/// The node a fenced movie moved to, if this node has fenced it.
+pub async fn fenced(
+    client: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached("select moved_to from movie_fences where movie_id = $1")
+        .await?;
+    Ok(client
+        .query_opt(&statement, &[&id])
+        .await?
+        .map(|row| row.get(0)))
+}
+
+/// Upserts unless the movie is fenced on this node, in which case nothing is
+/// written and the fence's target is returned. The movie's row is locked
+/// first, so a fence committed by a concurrent move is always seen: either
+/// this write commits before the fence (and the move copies it) or it sees
+/// the fence and writes nothing.
+pub async fn upsert_unless_fenced(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    movie: &NewMovie,
+) -> Result<Result<Movie, String>, tokio_postgres::Error> {
+    let lock = transaction
+        .prepare_cached("select 1 from movies where id = $1 for update")
+        .await?;
+    transaction.query_opt(&lock, &[&movie.id]).await?;
+    if let Some(moved_to) = fenced(transaction, movie.id).await? {
+        return Ok(Err(moved_to));
+    }
+    upsert(transaction, movie).await.map(Ok)
+}
+
+/// Fences a movie on this node: locks its row, then records the fence, so
+/// no write for it can commit here afterwards.
+pub async fn fence(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+    moved_to: &str,
+) -> Result<(), tokio_postgres::Error> {
+    transaction
+        .execute("select 1 from movies where id = $1 for update", &[&id])
+        .await?;
+    transaction
+        .execute(
+            "insert into movie_fences (movie_id, moved_to) values ($1, $2) \
+             on conflict (movie_id) do update set moved_to = excluded.moved_to, fenced_at = now()",
+            &[&id, &moved_to],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn unfence(client: &impl GenericClient, id: Uuid) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute("delete from movie_fences where movie_id = $1", &[&id])
+        .await
+}

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use futures::future::{join_all, try_join_all};
-use marquee_sharding::{Cluster, NodeId, Placement, Server};
+use marquee_sharding::{Cluster, NodeId, Placement, Routing, Server};
 use uuid::Uuid;
 
 use crate::migrations::{self, Migration};
@@ -191,8 +191,9 @@ impl Storage {
         Ok(ShardMap { version, nodes })
     }
 
-    /// Replaces placement with the catalog's node registry, so every instance
-    /// places data the same way whatever order its configuration lists nodes.
+    /// Replaces routing with the catalog's shard map (node registry and
+    /// per-movie overrides), so every instance places data the same way
+    /// whatever order its configuration lists nodes.
     pub async fn load_placement(&self) -> Result<(), Error> {
         let map = self.shard_map().await?;
         for node in &map.nodes {
@@ -202,7 +203,24 @@ impl Storage {
                 });
             }
         }
-        self.cluster.set_placement(map.placement(), map.version)?;
+        let catalog = self.cluster.catalog();
+        let client = catalog.get().await?;
+        let overrides = client
+            .query("select movie_id, node from movie_overrides", &[])
+            .await
+            .map_err(|err| rejected(catalog, err))?
+            .iter()
+            .map(|row| {
+                let movie: Uuid = row.get(0);
+                let node: String = row.get(1);
+                (movie.as_bytes().to_vec(), NodeId::new(node))
+            })
+            .collect();
+        self.cluster.set_routing(Routing {
+            version: map.version,
+            placement: map.placement(),
+            overrides,
+        })?;
         Ok(())
     }
 
@@ -245,24 +263,92 @@ impl Storage {
         Ok(self.movie_primary(id)?.node().clone())
     }
 
+    /// Writes a movie on the node that owns it. A node that has fenced the
+    /// movie (it moved) refuses; the shard map is reloaded and the write
+    /// retried where the movie now lives.
     pub async fn upsert_movie(&self, movie: &NewMovie) -> Result<Movie, Error> {
-        let server = self.movie_primary(movie.id)?;
-        let client = server.get().await?;
-        movies::upsert(&client, movie)
-            .await
-            .map_err(|err| rejected(server, err))
+        let mut attempt = 0;
+        loop {
+            let server = self.movie_primary(movie.id)?;
+            let mut client = server.get().await?;
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(|err| rejected(server, err))?;
+            let outcome = movies::upsert_unless_fenced(&transaction, movie)
+                .await
+                .map_err(|err| rejected(server, err))?;
+            match outcome {
+                Ok(stored) => {
+                    transaction
+                        .commit()
+                        .await
+                        .map_err(|err| rejected(server, err))?;
+                    return Ok(stored);
+                }
+                Err(moved_to) => {
+                    drop(transaction);
+                    self.after_stale_route(server, movie.id, moved_to, &mut attempt)
+                        .await?;
+                }
+            }
+        }
     }
 
     pub async fn movie(&self, id: Uuid) -> Result<Option<Movie>, Error> {
-        let server = self.movie_primary(id)?;
-        let client = server.get().await?;
-        movies::get(&client, id)
-            .await
-            .map_err(|err| rejected(server, err))
+        let mut attempt = 0;
+        loop {
+            let server = self.movie_primary(id)?;
+            let client = server.get().await?;
+            if let Some(movie) = movies::get(&client, id)
+                .await
+                .map_err(|err| rejected(server, err))?
+            {
+                return Ok(Some(movie));
+            }
+            match movies::fenced(&client, id)
+                .await
+                .map_err(|err| rejected(server, err))?
+            {
+                None => return Ok(None),
+                Some(moved_to) => {
+                    self.after_stale_route(server, id, moved_to, &mut attempt)
+                        .await?
+                }
+            }
+        }
+    }
+
+    /// Reloads the shard map after a node refused a movie it no longer
+    /// owns. A move's cut-over lands in the catalog moments after the
+    /// fence, so a few short waits cover it; past those the refusal stands.
+    async fn after_stale_route(
+        &self,
+        server: &Server,
+        movie: Uuid,
+        moved_to: String,
+        attempt: &mut u32,
+    ) -> Result<(), Error> {
+        const ATTEMPTS: u32 = 5;
+        *attempt += 1;
+        if *attempt >= ATTEMPTS {
+            return Err(Error::StaleMap {
+                component: server.component(),
+                movie,
+                moved_to,
+            });
+        }
+        tracing::debug!(%movie, node = %server.node(), %moved_to, "stale shard map; reloading");
+        if *attempt > 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(20 << *attempt)).await;
+        }
+        self.load_placement().await
     }
 
     /// Writes many movies, grouped by shard, one transaction per shard and
-    /// batch. `progress` is told how many rows each committed batch held.
+    /// batch. `progress` is told how many rows each committed batch held. A
+    /// movie fenced on its node fails the batch; running it again routes by
+    /// the reloaded map.
     pub async fn upsert_movies(
         &self,
         batch: &[NewMovie],
@@ -276,7 +362,7 @@ impl Storage {
                 None => by_node.push((node, vec![movie])),
             }
         }
-        try_join_all(by_node.into_iter().map(|(node, movies)| async move {
+        let outcome = try_join_all(by_node.into_iter().map(|(node, movies)| async move {
             let server = &self.cluster.shard(&node)?.primary;
             let mut client = server.get().await?;
             let transaction = client
@@ -284,9 +370,16 @@ impl Storage {
                 .await
                 .map_err(|err| rejected(server, err))?;
             for movie in &movies {
-                movies::upsert(&transaction, movie)
+                if let Err(moved_to) = movies::upsert_unless_fenced(&transaction, movie)
                     .await
-                    .map_err(|err| rejected(server, err))?;
+                    .map_err(|err| rejected(server, err))?
+                {
+                    return Err(Error::StaleMap {
+                        component: server.component(),
+                        movie: movie.id,
+                        moved_to,
+                    });
+                }
             }
             transaction
                 .commit()
@@ -295,8 +388,11 @@ impl Storage {
             progress(movies.len());
             Ok::<_, Error>(())
         }))
-        .await?;
-        Ok(())
+        .await;
+        if outcome.is_err() {
+            self.load_placement().await?;
+        }
+        outcome.map(|_| ())
     }
 
     /// Every movie on every shard, for building the search index.
@@ -328,7 +424,7 @@ async fn all_on(server: &Server) -> Result<Vec<Movie>, Error> {
 
 /// A refusal by the database stays a refusal; a broken connection means the
 /// node is unavailable, which callers retry or report as such.
-fn rejected(server: &Server, err: tokio_postgres::Error) -> Error {
+pub(crate) fn rejected(server: &Server, err: tokio_postgres::Error) -> Error {
     match err.as_db_error() {
         Some(db) => Error::Rejected {
             component: server.component(),

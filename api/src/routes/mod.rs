@@ -34,6 +34,7 @@ pub type Service = OpenApiService<
         movies::MoviesApi,
         search::SearchApi,
         shards::ShardsApi,
+        shards::PlacementApi,
     ),
     (),
 >;
@@ -71,6 +72,7 @@ pub fn service(server: &str) -> Service {
             movies::MoviesApi,
             search::SearchApi,
             shards::ShardsApi,
+            shards::PlacementApi,
         ),
         "Marquee",
         env!("CARGO_PKG_VERSION"),

@@ -198,8 +198,8 @@ impl ShardsApi {
 }
 
 /// The registry as it would be after the request. A node nobody configured
-/// or that is not in the map is a 404; a change that contradicts the map (a
-/// node already active, draining every node) is a 409.
+/// or that is not in the map, or a change that contradicts the map (a node
+/// already active, draining every node), conflicts with the cluster: 409.
 fn apply_changes(
     state: &AppState,
     nodes: &[NodeRecord],
@@ -213,7 +213,7 @@ fn apply_changes(
             .shard(&NodeId::new(&addition.name))
             .is_err()
         {
-            return Err(ApiError::not_found(format!(
+            return Err(ApiError::conflict(format!(
                 "node {} has no connection details in the configuration",
                 addition.name
             )));
@@ -237,7 +237,7 @@ fn apply_changes(
     for name in &request.drain {
         match after.iter_mut().find(|node| &node.name == name) {
             None => {
-                return Err(ApiError::not_found(format!(
+                return Err(ApiError::conflict(format!(
                     "node {name} is not in the shard map"
                 )))
             }
@@ -325,3 +325,68 @@ fn compute_plan(
             .collect(),
     }
 }
+
+/// Where to move a movie's data.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+struct PlacementRequest {
+    /// An active node: a dedicated node for a hot movie, or the node its id
+    /// hashes to, which removes the dedication.
+    #[oai(validator(min_length = 1, max_length = 63, pattern = r"^[A-Za-z0-9-]+$"))]
+    node: String,
+}
+
+impl Validate for PlacementRequest {
+    fn validate(&self) -> Vec<FieldError> {
+        if is_node_name(&self.node) {
+            Vec::new()
+        } else {
+            vec![FieldError::new(
+                "node",
+                "must be letters, digits and dashes",
+            )]
+        }
+    }
+}
+
+/// A completed move.
+#[derive(Debug, Object)]
+struct MovedView {
+    movie_id: uuid::Uuid,
+    from: String,
+    to: String,
+    /// The shard map version that routes to the new node.
+    map_version: i64,
+}
+
+#[OpenApi(tag = "ApiTags::Shards")]
+impl PlacementApi {
+    /// Moves a movie's data to another node while it keeps serving: copy,
+    /// fence writes, verify, cut over, clean up. Returns once the movie is
+    /// served from the new node.
+    #[oai(path = "/v1/admin/movies/:id/placement", method = "put")]
+    async fn place_movie(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: AdminToken,
+        id: poem_openapi::param::Path<uuid::Uuid>,
+        body: JsonBody<PlacementRequest>,
+    ) -> Result<Json<MovedView>, ApiError> {
+        auth.check(&state)?;
+        let node = NodeId::new(&body.0.node);
+        if state.storage.cluster().shard(&node).is_err() {
+            return Err(ApiError::conflict(format!("node {node} is not configured")));
+        }
+        let moved = state.storage.move_movie(id.0, node).await?;
+        Ok(Json(MovedView {
+            movie_id: moved.movie,
+            from: moved.from.to_string(),
+            to: moved.to.to_string(),
+            map_version: moved.map_version,
+        }))
+    }
+}
+
+#[derive(Debug)]
+pub struct PlacementApi;

@@ -6,6 +6,7 @@ mod helpers;
 mod isolation;
 mod metrics;
 mod migrations;
+mod moves;
 mod movies;
 mod openapi;
 mod problems;

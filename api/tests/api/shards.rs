@@ -93,11 +93,11 @@ async fn a_drain_plan_moves_only_the_drained_nodes_movies_and_changes_nothing() 
 }
 
 #[tokio::test]
-async fn unknown_nodes_are_404_and_contradictions_409_naming_the_node() {
+async fn unknown_nodes_and_contradictions_are_409_naming_the_node() {
     let app = spawn_app().await;
     let cases = [
-        (json!({"drain": ["shard-9"]}), 404, "shard-9"),
-        (json!({"add": [{"name": "shard-7"}]}), 404, "shard-7"),
+        (json!({"drain": ["shard-9"]}), 409, "shard-9"),
+        (json!({"add": [{"name": "shard-7"}]}), 409, "shard-7"),
         (json!({"add": [{"name": "shard-2"}]}), 409, "shard-2"),
         (
             json!({"drain": ["shard-0", "shard-1", "shard-2"]}),
