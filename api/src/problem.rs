@@ -197,6 +197,7 @@ impl From<marquee_storage::Error> for ApiError {
             }
             E::MovieNotFound(_) => Self::not_found(err.to_string()),
             E::NodeNotActive(_)
+            | E::NodeUnreachable { .. }
             | E::AlreadyPlaced { .. }
             | E::MoveInProgress(_)
             | E::MoveVerification { .. } => Self::conflict(err.to_string()),

@@ -35,6 +35,8 @@ pub enum Error {
     MovieNotFound(uuid::Uuid),
     #[error("node {0} is not an active node of the shard map")]
     NodeNotActive(String),
+    #[error("node {node} cannot take data now: {reason}")]
+    NodeUnreachable { node: String, reason: String },
     #[error("movie {movie} already lives on {node}")]
     AlreadyPlaced { movie: uuid::Uuid, node: String },
     #[error("movie {0} is already being moved")]

@@ -57,6 +57,15 @@ impl Storage {
         {
             return Err(Error::NodeNotActive(target.to_string()));
         }
+        // An unreachable target is refused before anything is recorded, so
+        // a move never starts that cannot finish.
+        let target_primary = &self.cluster().shard(&target)?.primary;
+        if let Err(err) = target_primary.get().await {
+            return Err(Error::NodeUnreachable {
+                node: target.to_string(),
+                reason: err.to_string(),
+            });
+        }
         let source = self.movie_node(movie)?;
         let source_primary = &self.cluster().shard(&source)?.primary;
         let client = source_primary.get().await?;

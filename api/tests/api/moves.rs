@@ -341,3 +341,45 @@ async fn an_interrupted_move_is_finished_after_the_fence_and_rolled_back_before_
         0
     );
 }
+
+#[tokio::test]
+async fn a_move_to_an_unreachable_node_is_refused_before_it_starts() {
+    let upstream: std::net::SocketAddr = {
+        let primary = &crate::helpers::TestSchema::new().settings.database.shards[2].primary;
+        format!("{}:{}", primary.host, primary.port)
+            .parse()
+            .expect("address")
+    };
+    let proxy = marquee_chaos::Proxy::start(upstream).await.expect("proxy");
+    let port = proxy.addr().port();
+    let app =
+        crate::helpers::spawn_app_with(|settings| settings.database.shards[2].primary.port = port)
+            .await;
+    let mut id = create(&app, "Unreachable Target").await;
+    while app.state.storage.movie_node(id).expect("routable").as_str() == "shard-2" {
+        id = create(&app, "Unreachable Target").await;
+    }
+    let home = app
+        .state
+        .storage
+        .movie_node(id)
+        .expect("routable")
+        .to_string();
+
+    proxy.cut();
+    let problem = assert_problem(place(&app, id, "shard-2").await, 409).await;
+
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("shard-2"));
+    proxy.restore();
+    assert_eq!(holders(&app, id).await, vec![home]);
+    let open = catalog_query(
+        &app,
+        "select count(*) from {schema}.shard_moves where movie_id = $1",
+        id,
+    )
+    .await;
+    assert_eq!(open, 0, "no move was recorded");
+}
