@@ -1,8 +1,4 @@
-use std::net::SocketAddr;
-
-use marquee_chaos::Proxy;
-
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_behind_proxy, spawn_app_with};
 
 fn names(components: &serde_json::Value) -> Vec<String> {
     components
@@ -71,16 +67,7 @@ async fn readiness_reports_replica_lag_in_bytes() {
 
 #[tokio::test]
 async fn readiness_names_a_shard_primary_that_is_cut_off_and_recovers_with_it() {
-    let upstream = {
-        let settings = &crate::helpers::TestSchema::new().settings;
-        let primary = &settings.database.shards[1].primary;
-        format!("{}:{}", primary.host, primary.port)
-            .parse::<SocketAddr>()
-            .expect("address")
-    };
-    let proxy = Proxy::start(upstream).await.expect("proxy");
-    let port = proxy.addr().port();
-    let app = spawn_app_with(|settings| settings.database.shards[1].primary.port = port).await;
+    let (proxy, app) = spawn_app_behind_proxy(1).await;
     assert_eq!(app.get("/readyz").await.status(), 200);
 
     proxy.cut();

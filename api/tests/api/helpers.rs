@@ -267,3 +267,46 @@ pub async fn movie_count(app: &TestApp) -> usize {
         .expect("movies readable")
         .len()
 }
+
+/// The shard nodes whose primary holds the movie's row, read directly.
+pub async fn holders(app: &TestApp, id: Uuid) -> Vec<String> {
+    let mut nodes = Vec::new();
+    for shard in &app.schema.settings.database.shards {
+        let client = connect(&shard.primary).await.expect("connect");
+        let rows = client
+            .query(
+                &format!("select 1 from {}.movies where id = $1", app.schema.name),
+                &[&id],
+            )
+            .await
+            .expect("query");
+        if !rows.is_empty() {
+            nodes.push(shard.name.clone());
+        }
+    }
+    nodes
+}
+
+/// The node the application routes a movie to.
+pub fn home_of(app: &TestApp, id: Uuid) -> String {
+    app.state
+        .storage
+        .movie_node(id)
+        .expect("routable")
+        .to_string()
+}
+
+/// An application whose connection to one shard's primary runs through a
+/// chaos proxy, so the test can cut or slow that node alone.
+pub async fn spawn_app_behind_proxy(shard: usize) -> (marquee_chaos::Proxy, TestApp) {
+    let upstream: std::net::SocketAddr = {
+        let primary = &TestSchema::new().settings.database.shards[shard].primary;
+        format!("{}:{}", primary.host, primary.port)
+            .parse()
+            .expect("address")
+    };
+    let proxy = marquee_chaos::Proxy::start(upstream).await.expect("proxy");
+    let port = proxy.addr().port();
+    let app = spawn_app_with(|settings| settings.database.shards[shard].primary.port = port).await;
+    (proxy, app)
+}

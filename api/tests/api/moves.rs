@@ -3,7 +3,9 @@ use marquee_storage::movies::NewMovie;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{assert_problem, connect, spawn_app, TestApp};
+use crate::helpers::{
+    assert_problem, connect, holders, home_of, spawn_app, spawn_app_behind_proxy, TestApp,
+};
 
 async fn create(app: &TestApp, title: &str) -> Uuid {
     let movie: serde_json::Value = app
@@ -13,25 +15,6 @@ async fn create(app: &TestApp, title: &str) -> Uuid {
         .await
         .expect("json");
     movie["id"].as_str().expect("id").parse().expect("uuid")
-}
-
-/// The shard nodes whose primary holds the movie's row.
-async fn holders(app: &TestApp, id: Uuid) -> Vec<String> {
-    let mut nodes = Vec::new();
-    for shard in &app.schema.settings.database.shards {
-        let client = connect(&shard.primary).await.expect("connect");
-        let rows = client
-            .query(
-                &format!("select 1 from {}.movies where id = $1", app.schema.name),
-                &[&id],
-            )
-            .await
-            .expect("query");
-        if !rows.is_empty() {
-            nodes.push(shard.name.clone());
-        }
-    }
-    nodes
 }
 
 fn other_node(app: &TestApp, id: Uuid) -> String {
@@ -68,12 +51,7 @@ async fn catalog_query(app: &TestApp, sql: &str, id: Uuid) -> i64 {
 async fn a_movie_moves_to_a_dedicated_node_and_back_while_it_keeps_serving() {
     let app = spawn_app().await;
     let id = create(&app, "Release Night").await;
-    let home = app
-        .state
-        .storage
-        .movie_node(id)
-        .expect("routable")
-        .to_string();
+    let home = home_of(&app, id);
     let dedicated = other_node(&app, id);
     let before: serde_json::Value = app
         .get(&format!("/v1/movies/{id}"))
@@ -223,12 +201,7 @@ async fn writes_during_a_move_are_never_lost_or_applied_on_the_old_node() {
 async fn bad_moves_are_refused_and_change_nothing() {
     let app = spawn_app().await;
     let id = create(&app, "Nowhere To Go").await;
-    let home = app
-        .state
-        .storage
-        .movie_node(id)
-        .expect("routable")
-        .to_string();
+    let home = home_of(&app, id);
 
     assert_problem(place(&app, Uuid::now_v7(), "shard-0").await, 404).await;
     assert_problem(place(&app, id, "shard-9").await, 409).await;
@@ -344,27 +317,12 @@ async fn an_interrupted_move_is_finished_after_the_fence_and_rolled_back_before_
 
 #[tokio::test]
 async fn a_move_to_an_unreachable_node_is_refused_before_it_starts() {
-    let upstream: std::net::SocketAddr = {
-        let primary = &crate::helpers::TestSchema::new().settings.database.shards[2].primary;
-        format!("{}:{}", primary.host, primary.port)
-            .parse()
-            .expect("address")
-    };
-    let proxy = marquee_chaos::Proxy::start(upstream).await.expect("proxy");
-    let port = proxy.addr().port();
-    let app =
-        crate::helpers::spawn_app_with(|settings| settings.database.shards[2].primary.port = port)
-            .await;
+    let (proxy, app) = spawn_app_behind_proxy(2).await;
     let mut id = create(&app, "Unreachable Target").await;
     while app.state.storage.movie_node(id).expect("routable").as_str() == "shard-2" {
         id = create(&app, "Unreachable Target").await;
     }
-    let home = app
-        .state
-        .storage
-        .movie_node(id)
-        .expect("routable")
-        .to_string();
+    let home = home_of(&app, id);
 
     proxy.cut();
     let problem = assert_problem(place(&app, id, "shard-2").await, 409).await;
