@@ -13,7 +13,7 @@ use crate::Error;
 pub struct NodeRecord {
     pub name: String,
     pub weight: i32,
-    /// `active`, `draining` or `down`.
+    /// `joining` (configured, owns nothing yet), `active`, `draining` or `down`.
     pub state: String,
 }
 
@@ -98,7 +98,10 @@ impl Storage {
     }
 
     /// Adds configured nodes missing from the registry and, if any were
-    /// added, bumps the map version in the same transaction.
+    /// added, bumps the map version in the same transaction. The first
+    /// nodes of a new cluster start active; a node added later joins with
+    /// no keys, because making it own slots without moving their data would
+    /// strand every row on those slots.
     async fn register_nodes(&self) -> Result<(), Error> {
         let catalog = self.cluster.catalog();
         let mut client = catalog.get().await?;
@@ -106,12 +109,23 @@ impl Storage {
             .transaction()
             .await
             .map_err(|err| rejected(catalog, err))?;
+        // The map row serialises concurrent registrations.
+        transaction
+            .execute("select version from shard_map for update", &[])
+            .await
+            .map_err(|err| rejected(catalog, err))?;
+        let existing: i64 = transaction
+            .query_one("select count(*) from shard_nodes", &[])
+            .await
+            .map_err(|err| rejected(catalog, err))?
+            .get(0);
+        let state = if existing == 0 { "active" } else { "joining" };
         let mut added = 0;
         for shard in self.cluster.shards() {
             added += transaction
                 .execute(
-                    "insert into shard_nodes (name) values ($1) on conflict (name) do nothing",
-                    &[&shard.id().as_str()],
+                    "insert into shard_nodes (name, state) values ($1, $2) on conflict (name) do nothing",
+                    &[&shard.id().as_str(), &state],
                 )
                 .await
                 .map_err(|err| rejected(catalog, err))?;

@@ -24,7 +24,7 @@ struct NodeView {
     name: String,
     /// Relative share of keys; 0 while draining.
     weight: i32,
-    /// `active`, `draining` or `down`.
+    /// `joining` (owns nothing yet), `active`, `draining` or `down`.
     state: String,
     /// Placement slots the node owns, out of `slots` in the map.
     slots: u64,
@@ -47,7 +47,8 @@ struct ShardMapView {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 struct NodeAddition {
-    /// A node configured on every instance but not yet active in the map.
+    /// A node configured on every instance and not yet active: absent from
+    /// the map or `joining`.
     #[oai(validator(min_length = 1, max_length = 63, pattern = r"^[A-Za-z0-9-]+$"))]
     name: String,
     #[oai(

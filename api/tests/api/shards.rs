@@ -128,3 +128,45 @@ async fn a_node_listed_twice_is_422_and_an_empty_plan_moves_nothing() {
     assert_eq!(empty["movies_moving"], 0);
     assert_eq!(empty["transfers"], json!([]));
 }
+
+#[tokio::test]
+async fn a_node_added_to_a_running_cluster_joins_without_taking_keys() {
+    let mut schema = crate::helpers::TestSchema::new();
+    let all_shards = schema.settings.database.shards.clone();
+    schema.settings.database.shards.truncate(2);
+    schema
+        .storage()
+        .migrate()
+        .await
+        .expect("a two-node cluster");
+    schema.settings.database.shards = all_shards;
+    let storage = schema.storage();
+
+    storage
+        .migrate()
+        .await
+        .expect("the third node is registered");
+
+    let map = storage.shard_map().await.expect("map");
+    let states: Vec<(&str, &str)> = map
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("shard-0", "active"),
+            ("shard-1", "active"),
+            ("shard-2", "joining")
+        ]
+    );
+    let slots: Vec<usize> = map
+        .placement()
+        .slot_counts()
+        .into_iter()
+        .map(|(_, count)| count)
+        .collect();
+    assert_eq!(slots[2], 0, "a joining node owns no slots");
+    assert!(slots[0] > 0 && slots[1] > 0);
+}
