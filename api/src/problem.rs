@@ -196,8 +196,10 @@ impl From<marquee_storage::Error> for ApiError {
                 Self::unavailable("this movie is moving between nodes; retry shortly")
             }
             E::MovieNotFound(_) => Self::not_found(err.to_string()),
+            E::Rebalancing => Self::unavailable(err.to_string()),
             E::NodeNotActive(_)
             | E::NodeUnreachable { .. }
+            | E::RebalanceInProgress
             | E::AlreadyPlaced { .. }
             | E::MoveInProgress(_)
             | E::MoveVerification { .. } => Self::conflict(err.to_string()),

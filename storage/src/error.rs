@@ -39,6 +39,10 @@ pub enum Error {
     NodeUnreachable { node: String, reason: String },
     #[error("movie {movie} already lives on {node}")]
     AlreadyPlaced { movie: uuid::Uuid, node: String },
+    #[error("the shard map is being rebalanced; new movies wait until it finishes")]
+    Rebalancing,
+    #[error("a rebalance is already running")]
+    RebalanceInProgress,
     #[error("movie {0} is already being moved")]
     MoveInProgress(uuid::Uuid),
     #[error("movie {movie} differs between {source_node} and {target} after copying; the move was rolled back")]

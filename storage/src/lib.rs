@@ -4,6 +4,7 @@
 //!   embedded in the binary and applied to primaries only.
 //! - [`movies`]: movie rows, which live on the shard of their id.
 //! - [`moves`]: moving one movie's data to another node while it serves.
+//! - [`rebalance`]: executing a change to the node registry.
 //! - [`demo`]: the demo catalogue built from the real data in `data/`.
 //! - [`Storage`]: the entry point that routes each query to its shard.
 
@@ -12,6 +13,7 @@ mod error;
 pub mod migrations;
 pub mod moves;
 pub mod movies;
+pub mod rebalance;
 mod store;
 
 pub use error::Error;

@@ -57,6 +57,12 @@ impl Storage {
         {
             return Err(Error::NodeNotActive(target.to_string()));
         }
+        self.move_to(movie, target).await
+    }
+
+    /// Moves a movie to any configured node, active or not; rebalancing
+    /// fills a joining node this way before it becomes active.
+    pub(crate) async fn move_to(&self, movie: Uuid, target: NodeId) -> Result<Moved, Error> {
         // An unreachable target is refused before anything is recorded, so
         // a move never starts that cannot finish.
         let target_primary = &self.cluster().shard(&target)?.primary;

@@ -279,7 +279,7 @@ impl MoviesApi {
             imdb_votes: None,
             demo_generated: false,
         };
-        let stored = state.storage.upsert_movie(&new).await?;
+        let stored = state.storage.create_movie(&new).await?;
         let document = search_document(&stored);
         let index = Arc::clone(&state.search);
         tokio::task::spawn_blocking(move || index.upsert(&[document])).await??;

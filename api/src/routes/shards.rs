@@ -351,6 +351,14 @@ impl Validate for PlacementRequest {
     }
 }
 
+/// A completed rebalance.
+#[derive(Debug, Object)]
+struct RebalancedView {
+    movies_moved: u64,
+    /// The shard map version with the new registry.
+    map_version: i64,
+}
+
 /// A completed move.
 #[derive(Debug, Object)]
 struct MovedView {
@@ -363,6 +371,26 @@ struct MovedView {
 
 #[OpenApi(tag = "ApiTags::Shards")]
 impl PlacementApi {
+    /// Executes a plan: moves every movie whose node changes while it keeps
+    /// serving, then switches the registry in one step. New movies are
+    /// refused with 503 until it finishes. Accepts the same body as the plan.
+    #[oai(path = "/v1/admin/shards/rebalance", method = "post")]
+    async fn rebalance(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: AdminToken,
+        body: JsonBody<PlanRequest>,
+    ) -> Result<Json<RebalancedView>, ApiError> {
+        auth.check(&state)?;
+        let map = state.storage.shard_map().await?;
+        let after = apply_changes(&state, &map.nodes, &body.0)?;
+        let done = state.storage.rebalance(after).await?;
+        Ok(Json(RebalancedView {
+            movies_moved: done.movies_moved,
+            map_version: done.map_version,
+        }))
+    }
+
     /// Moves a movie's data to another node while it keeps serving: copy,
     /// fence writes, verify, cut over, clean up. Returns once the movie is
     /// served from the new node.

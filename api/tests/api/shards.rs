@@ -170,3 +170,140 @@ async fn a_node_added_to_a_running_cluster_joins_without_taking_keys() {
     assert_eq!(slots[2], 0, "a joining node owns no slots");
     assert!(slots[0] > 0 && slots[1] > 0);
 }
+
+#[tokio::test]
+async fn draining_a_node_moves_its_movies_away_while_they_stay_readable() {
+    let app = spawn_app().await;
+    seed_movies(&app, 24).await;
+
+    let response = app
+        .post_admin(
+            "/v1/admin/shards/rebalance",
+            "application/json",
+            json!({"drain": ["shard-1"]}).to_string(),
+        )
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let done: serde_json::Value = response.json().await.expect("json");
+    let map: serde_json::Value = admin_get(&app, "/v1/admin/shards")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(map["version"], done["map_version"]);
+    assert_eq!(map["nodes"][1]["state"], "draining");
+    assert_eq!(map["nodes"][1]["movies"], 0, "the drained node is empty");
+    assert_eq!(map["nodes"][1]["slots"], 0);
+    let total: i64 = map["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["movies"].as_i64())
+        .sum();
+    assert_eq!(total, 24, "nothing lost, nothing duplicated");
+    for (_, ids) in app.state.storage.movie_ids().await.expect("ids") {
+        for id in ids {
+            assert_eq!(app.get(&format!("/v1/movies/{id}")).await.status(), 200);
+        }
+    }
+    let catalog = crate::helpers::connect(&app.schema.settings.database.catalog)
+        .await
+        .expect("connect");
+    let overrides: i64 = catalog
+        .query_one(
+            &format!("select count(*) from {}.movie_overrides", app.schema.name),
+            &[],
+        )
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(
+        overrides, 0,
+        "every moved movie now lives where placement says"
+    );
+}
+
+#[tokio::test]
+async fn a_joining_node_takes_its_share_when_a_rebalance_adds_it() {
+    let mut schema = crate::helpers::TestSchema::new();
+    let all_shards = schema.settings.database.shards.clone();
+    schema.settings.database.shards.truncate(2);
+    let small = schema.storage();
+    small.migrate().await.expect("a two-node cluster");
+    small.load_placement().await.expect("placement");
+    let mut ids = Vec::new();
+    for index in 0..30 {
+        let movie = marquee_storage::movies::NewMovie {
+            id: uuid::Uuid::now_v7(),
+            title: format!("Growth {index}"),
+            genres: vec!["drama".to_owned()],
+            director: None,
+            synopsis: None,
+            cast: Vec::new(),
+            runtime_minutes: None,
+            certificate: None,
+            release_date: None,
+            poster_url: None,
+            imdb_rating: None,
+            imdb_votes: None,
+            demo_generated: false,
+        };
+        ids.push(small.create_movie(&movie).await.expect("created").id);
+    }
+    schema.settings.database.shards = all_shards;
+    let full = schema.storage();
+    full.migrate().await.expect("shard-2 joins");
+    full.load_placement().await.expect("placement");
+    let mut after = full.shard_map().await.expect("map").nodes;
+    for node in &mut after {
+        node.state = "active".to_owned();
+    }
+
+    let done = full.rebalance(after).await.expect("rebalanced");
+
+    let counts = full.movie_counts().await.expect("counts");
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 30);
+    assert!(counts[2].1 > 0, "the new node took a share: {counts:?}");
+    assert_eq!(
+        done.movies_moved as i64, counts[2].1,
+        "only movies bound for the new node moved"
+    );
+    for id in ids {
+        assert!(full.movie(id).await.expect("read").is_some());
+    }
+}
+
+#[tokio::test]
+async fn new_movies_wait_while_a_rebalance_runs() {
+    let app = spawn_app().await;
+    let catalog = crate::helpers::connect(&app.schema.settings.database.catalog)
+        .await
+        .expect("connect");
+    catalog
+        .execute(
+            &format!(
+                "update {}.shard_map set rebalancing = true",
+                app.schema.name
+            ),
+            &[],
+        )
+        .await
+        .expect("a running rebalance");
+
+    let refused = app
+        .create_movie(json!({"title": "Too Early", "genres": ["drama"]}))
+        .await;
+
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_problem(refused, 503).await;
+    let second = app
+        .post_admin(
+            "/v1/admin/shards/rebalance",
+            "application/json",
+            json!({"drain": ["shard-0"]}).to_string(),
+        )
+        .await;
+    assert_problem(second, 409).await;
+    assert_eq!(crate::helpers::movie_count(&app).await, 0);
+}
