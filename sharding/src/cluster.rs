@@ -88,14 +88,6 @@ impl Server {
         &self.node
     }
 
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
     /// A pooled connection, or an error that says which server failed and why.
     pub async fn get(&self) -> Result<Client, Error> {
         self.pool.get().await.map_err(|err| self.pool_error(err))

@@ -66,7 +66,7 @@ pub fn hash_key(key: &[u8]) -> u64 {
 }
 
 /// The slot a hashed key falls in.
-pub fn slot_of(hash: u64) -> usize {
+fn slot_of(hash: u64) -> usize {
     (hash >> (64 - SLOT_BITS)) as usize
 }
 
