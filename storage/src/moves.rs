@@ -22,7 +22,7 @@ use marquee_sharding::NodeId;
 use uuid::Uuid;
 
 use crate::movies;
-use crate::store::rejected;
+use crate::store::{bump_map_version, rejected};
 use crate::{Error, Storage};
 
 /// A move as recorded in the catalog.
@@ -265,11 +265,7 @@ impl Storage {
                 .await
                 .map_err(|err| rejected(catalog, err))?;
         }
-        transaction
-            .execute(
-                "update shard_map set version = version + 1, changed_at = now()",
-                &[],
-            )
+        bump_map_version(&transaction)
             .await
             .map_err(|err| rejected(catalog, err))?;
         transaction

@@ -45,6 +45,26 @@ pub struct NewMovie {
     pub demo_generated: bool,
 }
 
+impl From<&Movie> for NewMovie {
+    fn from(movie: &Movie) -> Self {
+        Self {
+            id: movie.id,
+            title: movie.title.clone(),
+            genres: movie.genres.clone(),
+            director: movie.director.clone(),
+            synopsis: movie.synopsis.clone(),
+            cast: movie.cast.clone(),
+            runtime_minutes: movie.runtime_minutes,
+            certificate: movie.certificate.clone(),
+            release_date: movie.release_date,
+            poster_url: movie.poster_url.clone(),
+            imdb_rating: movie.imdb_rating,
+            imdb_votes: movie.imdb_votes,
+            demo_generated: movie.demo_generated,
+        }
+    }
+}
+
 const COLUMNS: &str = "id, title, genres, director, synopsis, cast_members, runtime_minutes, \
      certificate, release_date, poster_url, imdb_rating::float8, imdb_votes, demo_generated, \
      version, created_at, updated_at";
@@ -76,10 +96,26 @@ pub async fn upsert(
     client: &impl GenericClient,
     movie: &NewMovie,
 ) -> Result<Movie, tokio_postgres::Error> {
+    write(client, movie, None).await
+}
+
+/// Version and timestamps to keep when copying a movie between nodes.
+type Stamps = (i64, DateTime<Utc>, DateTime<Utc>);
+
+/// The one statement that writes a movie row. Without `stamps` the row's
+/// version is bumped and `updated_at` set to now; with them the row is
+/// written exactly as given.
+async fn write(
+    client: &impl GenericClient,
+    movie: &NewMovie,
+    stamps: Option<Stamps>,
+) -> Result<Movie, tokio_postgres::Error> {
     let sql = format!(
         "insert into movies (id, title, genres, director, synopsis, cast_members, runtime_minutes, \
-             certificate, release_date, poster_url, imdb_rating, imdb_votes, demo_generated) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::float8::numeric(3, 1), $12, $13) \
+             certificate, release_date, poster_url, imdb_rating, imdb_votes, demo_generated, \
+             version, created_at, updated_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::float8::numeric(3, 1), $12, $13, \
+             coalesce($14::int8, 1), coalesce($15::timestamptz, now()), coalesce($16::timestamptz, now())) \
          on conflict (id) do update set \
              title = excluded.title, genres = excluded.genres, director = excluded.director, \
              synopsis = excluded.synopsis, cast_members = excluded.cast_members, \
@@ -87,8 +123,15 @@ pub async fn upsert(
              release_date = excluded.release_date, poster_url = excluded.poster_url, \
              imdb_rating = excluded.imdb_rating, imdb_votes = excluded.imdb_votes, \
              demo_generated = excluded.demo_generated, \
-             version = movies.version + 1, updated_at = now() \
+             version = coalesce($14::int8, movies.version + 1), \
+             created_at = coalesce($15::timestamptz, movies.created_at), \
+             updated_at = coalesce($16::timestamptz, now()) \
          returning {COLUMNS}"
+    );
+    let (version, created_at, updated_at) = (
+        stamps.map(|s| s.0),
+        stamps.map(|s| s.1),
+        stamps.map(|s| s.2),
     );
     let statement = client.prepare_cached(&sql).await?;
     let row = client
@@ -108,6 +151,9 @@ pub async fn upsert(
                 &movie.imdb_rating,
                 &movie.imdb_votes,
                 &movie.demo_generated,
+                &version,
+                &created_at,
+                &updated_at,
             ],
         )
         .await?;
@@ -147,46 +193,10 @@ pub async fn put_exact(
     client: &impl GenericClient,
     movie: &Movie,
 ) -> Result<(), tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(
-            "insert into movies (id, title, genres, director, synopsis, cast_members, runtime_minutes, \
-                 certificate, release_date, poster_url, imdb_rating, imdb_votes, demo_generated, \
-                 version, created_at, updated_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::float8::numeric(3, 1), $12, $13, $14, $15, $16) \
-             on conflict (id) do update set \
-                 title = excluded.title, genres = excluded.genres, director = excluded.director, \
-                 synopsis = excluded.synopsis, cast_members = excluded.cast_members, \
-                 runtime_minutes = excluded.runtime_minutes, certificate = excluded.certificate, \
-                 release_date = excluded.release_date, poster_url = excluded.poster_url, \
-                 imdb_rating = excluded.imdb_rating, imdb_votes = excluded.imdb_votes, \
-                 demo_generated = excluded.demo_generated, version = excluded.version, \
-                 created_at = excluded.created_at, updated_at = excluded.updated_at",
-        )
-        .await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &movie.id,
-                &movie.title,
-                &movie.genres,
-                &movie.director,
-                &movie.synopsis,
-                &movie.cast,
-                &movie.runtime_minutes,
-                &movie.certificate,
-                &movie.release_date,
-                &movie.poster_url,
-                &movie.imdb_rating,
-                &movie.imdb_votes,
-                &movie.demo_generated,
-                &movie.version,
-                &movie.created_at,
-                &movie.updated_at,
-            ],
-        )
-        .await?;
-    Ok(())
+    let stamps = (movie.version, movie.created_at, movie.updated_at);
+    write(client, &NewMovie::from(movie), Some(stamps))
+        .await
+        .map(drop)
 }
 
 pub async fn delete(client: &impl GenericClient, id: Uuid) -> Result<u64, tokio_postgres::Error> {

@@ -13,7 +13,7 @@ use marquee_sharding::NodeId;
 use uuid::Uuid;
 
 use crate::movies::{Movie, NewMovie};
-use crate::store::{rejected, NodeRecord, ShardMap};
+use crate::store::{bump_map_version, rejected, NodeRecord, ShardMap};
 use crate::{Error, Storage};
 
 /// What a rebalance did.
@@ -152,14 +152,9 @@ impl Storage {
                     .map_err(|err| rejected(catalog, err))?;
             }
         }
-        let version: i64 = transaction
-            .query_one(
-                "update shard_map set version = version + 1, changed_at = now() returning version",
-                &[],
-            )
+        let version = bump_map_version(&transaction)
             .await
-            .map_err(|err| rejected(catalog, err))?
-            .get(0);
+            .map_err(|err| rejected(catalog, err))?;
         transaction
             .commit()
             .await

@@ -131,11 +131,7 @@ impl Storage {
                 .map_err(|err| rejected(catalog, err))?;
         }
         if added > 0 {
-            transaction
-                .execute(
-                    "update shard_map set version = version + 1, changed_at = now()",
-                    &[],
-                )
+            bump_map_version(&transaction)
                 .await
                 .map_err(|err| rejected(catalog, err))?;
         }
@@ -438,6 +434,20 @@ async fn all_on(server: &Server) -> Result<Vec<Movie>, Error> {
 
 /// A refusal by the database stays a refusal; a broken connection means the
 /// node is unavailable, which callers retry or report as such.
+/// Bumps the shard map's version inside a catalog transaction that changes
+/// placement, and returns the new version.
+pub(crate) async fn bump_map_version(
+    transaction: &deadpool_postgres::Transaction<'_>,
+) -> Result<i64, tokio_postgres::Error> {
+    let row = transaction
+        .query_one(
+            "update shard_map set version = version + 1, changed_at = now() returning version",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 pub(crate) fn rejected(server: &Server, err: tokio_postgres::Error) -> Error {
     match err.as_db_error() {
         Some(db) => Error::Rejected {

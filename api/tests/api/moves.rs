@@ -118,7 +118,7 @@ async fn a_write_routed_by_a_stale_map_is_refused_and_retried_on_the_new_node() 
         .move_movie(id, NodeId::new(&target))
         .await
         .expect("moves");
-    let mut edit = as_new(&stale.movie(id).await.expect("read").expect("found"));
+    let mut edit = NewMovie::from(&stale.movie(id).await.expect("read").expect("found"));
     edit.title = "Stale Routes (Extended)".to_owned();
     let written = stale
         .upsert_movie(&edit)
@@ -138,31 +138,13 @@ async fn a_write_routed_by_a_stale_map_is_refused_and_retried_on_the_new_node() 
     assert_eq!(seen.title, "Stale Routes (Extended)");
 }
 
-fn as_new(movie: &marquee_storage::movies::Movie) -> NewMovie {
-    NewMovie {
-        id: movie.id,
-        title: movie.title.clone(),
-        genres: movie.genres.clone(),
-        director: movie.director.clone(),
-        synopsis: movie.synopsis.clone(),
-        cast: movie.cast.clone(),
-        runtime_minutes: movie.runtime_minutes,
-        certificate: movie.certificate.clone(),
-        release_date: movie.release_date,
-        poster_url: movie.poster_url.clone(),
-        imdb_rating: movie.imdb_rating,
-        imdb_votes: movie.imdb_votes,
-        demo_generated: movie.demo_generated,
-    }
-}
-
 #[tokio::test]
 async fn writes_during_a_move_are_never_lost_or_applied_on_the_old_node() {
     let app = spawn_app().await;
     let id = create(&app, "Busy Premiere").await;
     let writer = app.schema.storage();
     writer.load_placement().await.expect("placement");
-    let original = as_new(&writer.movie(id).await.expect("read").expect("found"));
+    let original = NewMovie::from(&writer.movie(id).await.expect("read").expect("found"));
     let target = other_node(&app, id);
 
     let writes = tokio::spawn(async move {
