@@ -10,7 +10,7 @@ use poem::http::StatusCode;
 use poem::{Request, RequestBody};
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchemaRef, Registry};
-use poem_openapi::types::Type;
+use poem_openapi::types::{ParseFromJSON, Type};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde::de::DeserializeOwned;
 
@@ -62,7 +62,18 @@ fn missing_field(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.split('`').next()
 }
 
-impl<T: Type + DeserializeOwned + Validate + Send> ParsePayload for JsonBody<T> {
+/// The field a poem-openapi validation message names: its messages read
+/// ``failed to parse "T": field `x` verification failed...``.
+fn schema_field(message: &str) -> String {
+    message
+        .split("field `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or("body")
+        .to_owned()
+}
+
+impl<T: ParseFromJSON + DeserializeOwned + Validate + Send> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
@@ -102,7 +113,7 @@ impl<T: Type + DeserializeOwned + Validate + Send> ParsePayload for JsonBody<T> 
                 vec![FieldError::new("body", "must be a JSON object")],
             ));
         }
-        let parsed: T = serde_path_to_error::deserialize(value).map_err(|err| {
+        let parsed: T = serde_path_to_error::deserialize(value.clone()).map_err(|err| {
             let path = err.path().to_string();
             let message = err.into_inner().to_string();
             let field = match (missing_field(&message), path.as_str()) {
@@ -124,11 +135,22 @@ impl<T: Type + DeserializeOwned + Validate + Send> ParsePayload for JsonBody<T> 
                 errors,
             ));
         }
+        // The schema's own constraints (lengths, ranges, patterns), checked
+        // by the same code that publishes them, so the two cannot drift.
+        // The domain checks above list every field; this catches the rest.
+        if let Err(err) = T::parse_from_json(Some(value)) {
+            let message = err.into_message();
+            return Err(reject(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the request body failed validation: {message}"),
+                vec![FieldError::new(schema_field(&message), message.clone())],
+            ));
+        }
         Ok(Self(parsed))
     }
 }
 
-impl<'a, T: Type + DeserializeOwned + Validate + Send> ApiExtractor<'a> for JsonBody<T> {
+impl<'a, T: ParseFromJSON + DeserializeOwned + Validate + Send> ApiExtractor<'a> for JsonBody<T> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
 
     type ParamType = ();

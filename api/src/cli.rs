@@ -29,9 +29,8 @@ pub enum Command {
     Migrate,
     /// Load the demo catalogue from data/ (safe to run again).
     Seed {
-        /// Load at most this many movies.
-        #[arg(long)]
-        movies: Option<usize>,
+        #[command(flatten)]
+        scale: crate::seed::Scale,
     },
     /// Check configuration and reach every dependency, then exit.
     Check,

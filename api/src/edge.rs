@@ -208,15 +208,30 @@ async fn serve<E: Endpoint>(inner: &E, edge: &Edge, mut req: Request) -> Respons
             .as_socket_addr()
             .and_then(|addr| edge.limiter.acquire(addr.ip()).err())
     };
-    let mut response = match limited {
-        Some(retry_after) => rate_limited(retry_after),
-        None if declared_length(&req).is_some_and(|length| length > edge.max_body_bytes) => {
-            problem::render(
+    // The body is read in full before any handler runs, whatever it then
+    // answers: an answer given over an unread body (a 401, a 415) makes
+    // the server drop the connection, and a client reusing it fails.
+    let buffered = if declared_length(&req).is_some_and(|length| length > edge.max_body_bytes) {
+        None
+    } else {
+        Some(req.take_body().into_bytes_limit(edge.max_body_bytes).await)
+    };
+    let mut response = match (limited, buffered) {
+        (Some(retry_after), _) => rate_limited(retry_after),
+        (None, None | Some(Err(_))) => {
+            let mut response = problem::render(
                 poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE),
                 None,
-            )
+            );
+            // The rest of the body is never read, so the connection cannot
+            // carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
         }
-        None => {
+        (None, Some(Ok(body))) => {
+            req.set_body(body);
             req.extensions_mut().insert(RequestId(id.clone()));
             match inner.call(req).instrument(span.clone()).await {
                 Ok(output) => output.into_response(),

@@ -7,13 +7,21 @@
 //!   security headers and metrics around every request.
 //! - [`problem`] and [`body`]: RFC 9457 errors and strict JSON bodies.
 //! - [`health`]: readiness of every dependency.
+//! - [`cache`]: Redis cache-aside that never stands between a request and
+//!   the database.
+//! - [`indexer`]: builds the search index and keeps it fresh from the
+//!   shards' change streams.
 
 pub mod body;
+pub mod cache;
 pub mod cli;
 pub mod edge;
 pub mod health;
+pub mod indexer;
+pub mod listener;
 pub mod metrics;
 pub mod problem;
+pub mod rendered;
 pub mod routes;
 pub mod seed;
 pub mod settings;

@@ -51,10 +51,20 @@ async fn main() -> anyhow::Result<()> {
                 println!("{component}: {}", describe_applied(&applied));
             }
         }
-        Command::Seed { movies } => {
+        Command::Seed { scale } => {
             let storage = startup::connect_storage(&settings).await?;
-            let written = seed::run(&storage, &settings.seed.movies_path, movies).await?;
-            println!("seeded {written} movies");
+            let seeded = seed::run(
+                &storage,
+                &settings.seed.movies_path,
+                &settings.seed.places_path,
+                &scale,
+                settings.catalog.turnaround_minutes,
+            )
+            .await?;
+            println!(
+                "seeded {} movies, {} theaters, {} screens, {} showtimes",
+                seeded.movies, seeded.theaters, seeded.screens, seeded.showtimes
+            );
         }
         Command::Check => {
             startup::connect_storage(&settings).await?;

@@ -17,6 +17,8 @@ pub struct Metrics {
     in_flight: IntGauge,
     pool_connections: IntGaugeVec,
     search_documents: IntGauge,
+    pub cache_lookups: IntCounterVec,
+    pub index_events: IntCounterVec,
 }
 
 fn must<T>(result: prometheus::Result<T>) -> T {
@@ -59,6 +61,20 @@ impl Metrics {
             "search_documents",
             "Documents in the search index",
         ));
+        let cache_lookups = must(IntCounterVec::new(
+            Opts::new(
+                "cache_lookups_total",
+                "Cache lookups by entry kind and outcome: local_hit (this instance), hit (Redis), miss",
+            ),
+            &["kind", "outcome"],
+        ));
+        let index_events = must(IntCounterVec::new(
+            Opts::new(
+                "search_index_events_total",
+                "Change events applied to this instance's search index, by aggregate",
+            ),
+            &["aggregate"],
+        ));
         let build_info = must(IntGaugeVec::new(
             Opts::new(
                 "build_info",
@@ -76,6 +92,8 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(pool_connections.clone()),
             Box::new(search_documents.clone()),
+            Box::new(cache_lookups.clone()),
+            Box::new(index_events.clone()),
             Box::new(build_info),
         ] {
             must(registry.register(collector));
@@ -87,6 +105,8 @@ impl Metrics {
             in_flight,
             pool_connections,
             search_documents,
+            cache_lookups,
+            index_events,
         }
     }
 

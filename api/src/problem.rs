@@ -195,7 +195,15 @@ impl From<marquee_storage::Error> for ApiError {
                 tracing::warn!(error = %err, "request refused under a stale shard map");
                 Self::unavailable("this movie is moving between nodes; retry shortly")
             }
-            E::MovieNotFound(_) => Self::not_found(err.to_string()),
+            E::MovieNotFound(_) | E::NotFound { .. } => Self::not_found(err.to_string()),
+            E::Conflict(detail) => Self::conflict(detail),
+            E::Invalid { detail, fields } => Self::unprocessable(
+                detail,
+                fields
+                    .into_iter()
+                    .map(|(field, message)| FieldError::new(field, message))
+                    .collect(),
+            ),
             E::Rebalancing => Self::unavailable(err.to_string()),
             E::NodeNotActive(_)
             | E::NodeUnreachable { .. }

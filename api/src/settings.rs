@@ -28,6 +28,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub log: LogSettings,
     pub seed: SeedSettings,
+    pub catalog: CatalogSettings,
+    pub search: SearchSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +71,19 @@ pub struct RedisSettings {
     /// Prefix of every key this deployment writes, so deployments (and
     /// tests) can share a Redis.
     pub key_prefix: String,
+    /// Whether to cache at all; benchmarks turn it off to measure the
+    /// database path.
+    pub cache_enabled: bool,
+    /// How long a cached movie or showtime may be served; changes also
+    /// invalidate it at once, so this only bounds a missed invalidation.
+    pub cache_ttl_seconds: u64,
+    /// The same for seat maps, which change with every hold.
+    pub seat_map_ttl_seconds: u64,
+    /// How long this instance keeps an entry in memory in front of Redis;
+    /// 0 turns the in-process tier off.
+    pub local_ttl_ms: u64,
+    /// A cache call slower than this is abandoned and the database asked.
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +130,25 @@ pub struct LogSettings {
 #[serde(deny_unknown_fields)]
 pub struct SeedSettings {
     pub movies_path: PathBuf,
+    pub places_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSettings {
+    /// Cleaning and admission time after a showtime's runtime; the screen
+    /// is busy until it ends.
+    pub turnaround_minutes: u32,
+    /// How far ahead movie details list showtimes.
+    pub horizon_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    /// How often each instance reads the shards' change streams into its
+    /// index.
+    pub refresh_ms: u64,
 }
 
 /// Why configuration could not be used; the message says what to change.
@@ -173,6 +207,7 @@ impl Settings {
             &mut self.http.tls.cert_path,
             &mut self.http.tls.key_path,
             &mut self.seed.movies_path,
+            &mut self.seed.places_path,
         ] {
             if path.is_relative() {
                 *path = root.join(&*path);

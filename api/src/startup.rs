@@ -6,15 +6,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marquee_search::MovieIndex;
 use marquee_sharding::Cluster;
 use marquee_storage::Storage;
-use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, TcpListener};
+use poem::listener::{
+    Acceptor, AcceptorExt, BoxAcceptor, IntoTlsConfigStream, Listener, TcpListener,
+};
 use poem::{EndpointExt, IntoEndpoint, Route, Server};
 
 use crate::body::BodyLimit;
+use crate::cache::Cache;
 use crate::edge::{self, Edge, RateLimiter, RouteTable};
 use crate::health::Readiness;
+use crate::indexer::Indexer;
+use crate::listener::NoDelay;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::settings::Settings;
@@ -68,20 +72,6 @@ pub async fn connect_storage(settings: &Settings) -> Result<Storage, StartupErro
     Ok(storage)
 }
 
-/// Builds the in-memory search index from every shard.
-async fn build_index(storage: &Storage) -> Result<Arc<MovieIndex>, StartupError> {
-    let movies = storage.all_movies().await?;
-    let documents: Vec<_> = movies.iter().map(routes::search_document).collect();
-    let index = tokio::task::spawn_blocking(move || {
-        let index = MovieIndex::new()?;
-        index.upsert(&documents)?;
-        Ok::<_, marquee_search::Error>(index)
-    })
-    .await??;
-    tracing::info!(documents = index.len(), "search index built");
-    Ok(Arc::new(index))
-}
-
 /// A bound, ready-to-run service.
 pub struct Application {
     addr: SocketAddr,
@@ -89,6 +79,7 @@ pub struct Application {
     endpoint: poem::endpoint::BoxEndpoint<'static>,
     grace: Duration,
     state: Arc<AppState>,
+    refresher: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Application {
@@ -102,15 +93,24 @@ impl std::fmt::Debug for Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let storage = connect_storage(&settings).await?;
-        let search = build_index(&storage).await?;
-        let readiness = Readiness::new(&settings, Arc::clone(storage.cluster()))?;
         let metrics = Metrics::new();
+        let indexer = Indexer::build(storage.clone(), metrics.clone()).await?;
+        let cache = Arc::new(Cache::new(&settings.redis, metrics.cache_lookups.clone()));
+        let refresher = indexer.spawn(
+            Duration::from_millis(settings.search.refresh_ms),
+            Arc::clone(&cache),
+        );
+        let search = indexer.index();
+        let readiness = Readiness::new(&settings, Arc::clone(storage.cluster()))?;
         let state = Arc::new(AppState {
             storage,
             search,
             readiness,
             metrics: metrics.clone(),
             admin_token: settings.admin.token.clone(),
+            cache,
+            turnaround_minutes: settings.catalog.turnaround_minutes,
+            horizon_days: settings.catalog.horizon_days,
         });
 
         let http = &settings.http;
@@ -119,20 +119,18 @@ impl Application {
             addr: addr.clone(),
             source,
         };
+        let tcp = NoDelay(
+            TcpListener::bind(addr.as_str())
+                .into_acceptor()
+                .await
+                .map_err(bind_error)?,
+        );
         let acceptor = if http.tls.enabled {
             let tls = crate::tls::rustls_config(&http.tls).map_err(StartupError::Tls)?;
-            TcpListener::bind(addr.as_str())
-                .rustls(tls)
-                .into_acceptor()
-                .await
-                .map_err(bind_error)?
+            tcp.rustls(tls.into_stream().map_err(StartupError::Tls)?)
                 .boxed()
         } else {
-            TcpListener::bind(addr.as_str())
-                .into_acceptor()
-                .await
-                .map_err(bind_error)?
-                .boxed()
+            tcp.boxed()
         };
         let bound = acceptor
             .local_addr()
@@ -178,6 +176,7 @@ impl Application {
             endpoint,
             grace: Duration::from_secs(http.shutdown_grace_seconds),
             state,
+            refresher,
         })
     }
 
@@ -196,8 +195,10 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, "serving");
-        Server::new_with_acceptor(self.acceptor)
+        let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(self.endpoint, shutdown, Some(self.grace))
-            .await
+            .await;
+        self.refresher.abort();
+        served
     }
 }

@@ -4,6 +4,7 @@ use marquee_search::MovieIndex;
 use marquee_storage::Storage;
 use secrecy::SecretString;
 
+use crate::cache::Cache;
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 
@@ -15,4 +16,7 @@ pub struct AppState {
     pub readiness: Readiness,
     pub metrics: Metrics,
     pub admin_token: SecretString,
+    pub cache: Arc<Cache>,
+    pub turnaround_minutes: u32,
+    pub horizon_days: u32,
 }

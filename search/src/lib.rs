@@ -1,24 +1,52 @@
-//! The embedded search index each API instance holds over the catalogue.
+//! The embedded search index each API instance holds over the catalogue and
+//! its showtimes.
 //!
 //! The index lives in memory and is rebuilt from the shards at start-up, so an
 //! instance never serves results from a stale file. Every call here blocks on
 //! tantivy; async callers run it in `spawn_blocking`.
+//!
+//! Movies and showtimes sit in two tantivy indexes: movies carry the text
+//! that relevance is computed on, showtimes carry the fast fields that
+//! filters and grouping read. Keeping them apart keeps text statistics free
+//! of showtime documents and lets a showtime batch commit without touching
+//! the movies.
 
-use std::sync::Mutex;
+mod cursor;
+mod geo;
+mod movies;
+mod search;
+mod showtimes;
+#[doc(hidden)]
+pub mod synthetic;
 
-use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
-use tantivy::schema::IndexRecordOption;
-use tantivy::schema::{Field, NumericOptions, Schema, Value, STORED, STRING, TEXT};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use tantivy::directory::{WatchCallback, WatchHandle};
+use tantivy::query::{Query, TermSetQuery};
 use tantivy::tokenizer::TextAnalyzer;
-use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{Directory, Index, IndexReader, IndexWriter, ReloadPolicy};
 use uuid::Uuid;
+
+pub use cursor::Cursor;
+
+use movies::{MovieFields, MovieTable};
+use showtimes::{Registry, ShowtimeFields, Showtimes};
 
 /// Failures of the search index.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Tantivy failed to index, commit or search.
     #[error("search index failure: {0}")]
     Index(#[from] tantivy::TantivyError),
+    /// Reading the in-memory index files failed.
+    #[error("search index read failure: {0}")]
+    Io(#[from] std::io::Error),
+    /// More distinct values of a kind than the index can number.
+    #[error("search index cannot hold more {0}")]
+    TooMany(&'static str),
+    /// An earlier panic left a lock of the index poisoned.
     #[error("search index writer is poisoned by an earlier panic")]
     Poisoned,
 }
@@ -26,252 +54,508 @@ pub enum Error {
 /// What the index knows of a movie.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MovieDoc {
+    /// Catalogue id; upserts replace the movie with the same id.
     pub id: Uuid,
+    /// Display title, searched with the highest weight.
     pub title: String,
+    /// Director's name, searched like the cast.
     pub director: Option<String>,
+    /// Names of the leading cast.
+    pub cast: Vec<String>,
+    /// Plot summary, searched with the lowest weight.
+    pub synopsis: Option<String>,
+    /// Lowercase genre slugs such as `drama` or `sci-fi`.
     pub genres: Vec<String>,
+    /// Year of first release.
     pub release_year: Option<i32>,
+    /// Average audience rating from 0 to 10.
+    pub rating: Option<f64>,
+    /// Number of audience ratings behind `rating`.
+    pub votes: Option<i64>,
 }
 
-/// One search result.
+/// What the index knows of one screening.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Hit {
+pub struct ShowtimeDoc {
+    /// Showtime id; upserts replace the showtime with the same id.
     pub id: Uuid,
+    /// The movie screened.
+    pub movie_id: Uuid,
+    /// The theater screening it.
+    pub theater_id: Uuid,
+    /// The theater's display name.
+    pub theater_name: String,
+    /// Display name of the theater's city, such as `Boston, MA`.
+    pub city: String,
+    /// The theater's latitude in degrees.
+    pub latitude: f64,
+    /// The theater's longitude in degrees.
+    pub longitude: f64,
+    /// Start time, kept to the microsecond.
+    pub starts_at: DateTime<Utc>,
+    /// Projection format: `2d`, `3d` or `imax`.
+    pub format: String,
+    /// Spoken language code such as `en`.
+    pub language: String,
+    /// Cheapest ticket price in cents.
+    pub min_price_cents: i64,
+    /// Seats still for sale.
+    pub seats_available: i32,
+}
+
+/// Showtimes within a distance of a point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeoFilter {
+    /// Latitude of the centre in degrees.
+    pub latitude: f64,
+    /// Longitude of the centre in degrees.
+    pub longitude: f64,
+    /// Great-circle radius in kilometres.
+    pub radius_km: f64,
+}
+
+/// A search over movies and their showtimes. Every field narrows the
+/// results; empty lists and `None` leave that dimension open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    /// Free text; every word must match a title, cast member, director or
+    /// synopsis. Punctuation is ignored, so no input is a syntax error.
+    pub text: Option<String>,
+    /// Movies in any of these genre slugs.
+    pub genres: Vec<String>,
+    /// Showtimes in this city, by display name, ignoring case.
+    pub city: Option<String>,
+    /// Showtimes within a radius of a point.
+    pub near: Option<GeoFilter>,
+    /// Showtimes at this theater.
+    pub theater: Option<Uuid>,
+    /// Showtimes starting at or after this instant.
+    pub from: Option<DateTime<Utc>>,
+    /// Showtimes starting before this instant.
+    pub to: Option<DateTime<Utc>>,
+    /// Showtimes in any of these formats.
+    pub formats: Vec<String>,
+    /// Showtimes in any of these languages.
+    pub languages: Vec<String>,
+    /// Showtimes whose cheapest ticket costs at most this.
+    pub max_price_cents: Option<i64>,
+    /// Showtimes with at least this many seats left.
+    pub min_seats: Option<u32>,
+    /// Continue after this position of an earlier page.
+    pub after: Option<Cursor>,
+    /// Hits per page; 0 returns only the total and facets.
+    pub limit: usize,
+    /// Showtimes listed per hit.
+    pub showtimes_per_hit: usize,
+}
+
+impl Default for SearchQuery {
+    /// Everything, a page of 20 movies with their next 5 showtimes each.
+    fn default() -> Self {
+        Self {
+            text: None,
+            genres: Vec::new(),
+            city: None,
+            near: None,
+            theater: None,
+            from: None,
+            to: None,
+            formats: Vec::new(),
+            languages: Vec::new(),
+            max_price_cents: None,
+            min_seats: None,
+            after: None,
+            limit: 20,
+            showtimes_per_hit: 5,
+        }
+    }
+}
+
+/// A showtime listed under a movie hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShowtimeHit {
+    /// Showtime id.
+    pub id: Uuid,
+    /// The theater screening it.
+    pub theater_id: Uuid,
+    /// The theater's display name.
+    pub theater_name: String,
+    /// Display name of the theater's city.
+    pub city: String,
+    /// Start time.
+    pub starts_at: DateTime<Utc>,
+    /// Projection format, lowercase.
+    pub format: String,
+    /// Spoken language code, lowercase.
+    pub language: String,
+    /// Cheapest ticket price in cents.
+    pub min_price_cents: i64,
+    /// Seats still for sale.
+    pub seats_available: i32,
+    /// Distance from the query's point, when it had one.
+    pub distance_km: Option<f64>,
+}
+
+/// One movie in the results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MovieHit {
+    /// Catalogue id.
+    pub id: Uuid,
+    /// Display title.
     pub title: String,
+    /// Year of first release.
     pub release_year: Option<i32>,
+    /// Genre slugs, lowercase.
+    pub genres: Vec<String>,
+    /// Average audience rating from 0 to 10.
+    pub rating: Option<f64>,
+    /// Relevance blended with popularity; higher ranks first.
     pub score: f32,
+    /// Showtimes matching the query's showtime filters, or all of the movie's
+    /// showtimes without any.
+    pub showtime_count: u64,
+    /// The earliest of those showtimes, at most `showtimes_per_hit`.
+    pub showtimes: Vec<ShowtimeHit>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Fields {
-    id: Field,
-    title: Field,
-    director: Field,
-    genre: Field,
-    year: Field,
+/// How many results share one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FacetCount {
+    /// The value.
+    pub value: String,
+    /// Matching movies (genres) or showtimes (everything else).
+    pub count: u64,
 }
 
-/// An in-memory movie index with one writer and a shared reader.
+/// Counts over the whole result set, not only the page, each sorted by count
+/// descending, then value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facets {
+    /// Genres of matching movies.
+    pub genres: Vec<FacetCount>,
+    /// Formats of matching showtimes.
+    pub formats: Vec<FacetCount>,
+    /// Languages of matching showtimes.
+    pub languages: Vec<FacetCount>,
+    /// Cities of matching showtimes, the 20 most common.
+    pub cities: Vec<FacetCount>,
+}
+
+/// One page of results.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchResults {
+    /// Matching movies across all pages.
+    pub total: u64,
+    /// This page, best first.
+    pub hits: Vec<MovieHit>,
+    /// Counts over all matching movies and showtimes.
+    pub facets: Facets,
+    /// Where the next page starts, when there is one.
+    pub next: Option<Cursor>,
+}
+
+/// A title completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suggestion {
+    /// Catalogue id.
+    pub id: Uuid,
+    /// Display title.
+    pub title: String,
+    /// Year of first release, to tell remakes apart.
+    pub release_year: Option<i32>,
+}
+
+/// What every search reads: the movie table and showtime segments as of one
+/// commit. Searches clone the `Arc` and never wait on writers.
+struct Snapshot {
+    movies: Arc<MovieTable>,
+    showtimes: Showtimes,
+}
+
+struct Writers {
+    movies: IndexWriter,
+    showtimes: IndexWriter,
+}
+
+/// The movie writer's arena; 15 MB is tantivy's minimum and ample for the
+/// catalogue.
+const MOVIE_ARENA_BYTES: usize = 15_000_000;
+
+/// The showtime writer's arena: large enough that a batch of ten thousand
+/// showtimes becomes one segment rather than several.
+const SHOWTIME_ARENA_BYTES: usize = 64_000_000;
+
+/// What both writers and the background refresh need to publish snapshots.
+struct Shared {
+    showtime_fields: ShowtimeFields,
+    showtime_reader: IndexReader,
+    /// Numbers every indexed showtime's values; writers extend it before
+    /// committing, so any snapshot taken after a commit can read it.
+    registry: RwLock<Arc<Registry>>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Held while a snapshot is built, so snapshots succeed one another.
+    publishing: Mutex<()>,
+}
+
+impl Shared {
+    fn current(&self) -> Result<Arc<Snapshot>, Error> {
+        Ok(Arc::clone(
+            &*self.snapshot.read().map_err(|_| Error::Poisoned)?,
+        ))
+    }
+
+    /// Reloads the showtimes and publishes a snapshot of them, with a new
+    /// movie table when given. Segments the previous snapshot already had
+    /// keep their decoded columns.
+    fn publish(&self, movies: Option<Arc<MovieTable>>) -> Result<(), Error> {
+        let _publishing = self.publishing.lock().map_err(|_| Error::Poisoned)?;
+        self.showtime_reader.reload()?;
+        let previous = self.current()?;
+        let movies = movies.unwrap_or_else(|| Arc::clone(&previous.movies));
+        let registry = Arc::clone(&*self.registry.read().map_err(|_| Error::Poisoned)?);
+        let showtimes = Showtimes::build(
+            self.showtime_reader.searcher(),
+            &self.showtime_fields,
+            &movies,
+            registry,
+            Some(&previous.showtimes),
+        )?;
+        *self.snapshot.write().map_err(|_| Error::Poisoned)? =
+            Arc::new(Snapshot { movies, showtimes });
+        Ok(())
+    }
+}
+
+/// An in-memory index of movies and showtimes with one writer and lock-free
+/// snapshots for readers.
 pub struct MovieIndex {
-    fields: Fields,
-    reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    movie_fields: MovieFields,
+    movie_reader: IndexReader,
     analyzer: TextAnalyzer,
+    writers: Mutex<Writers>,
+    shared: Arc<Shared>,
+    /// Keeps the background refresh registered while the index lives.
+    _refresh: WatchHandle,
 }
 
 impl std::fmt::Debug for MovieIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let segments = self.shared.current().map_or_else(
+            |_| Vec::new(),
+            |snapshot| {
+                snapshot
+                    .showtimes
+                    .searcher
+                    .segment_readers()
+                    .iter()
+                    .map(|reader| reader.num_docs())
+                    .collect()
+            },
+        );
         f.debug_struct("MovieIndex")
-            .field("documents", &self.len())
+            .field("movies", &self.movie_count())
+            .field("showtimes", &self.showtime_count())
+            .field("showtime_segments", &segments)
             .finish()
     }
 }
 
-fn boosted(query: impl Query, boost: f32) -> (Occur, Box<dyn Query>) {
-    (
-        Occur::Should,
-        Box::new(BoostQuery::new(Box::new(query), boost)),
-    )
+/// The last occurrence of each id, in order, so a batch that mentions an id
+/// twice behaves like two upserts in a row.
+fn last_of_each<T>(items: &[T], id: impl Fn(&T) -> Uuid) -> Vec<&T> {
+    let mut seen = HashSet::with_capacity(items.len());
+    let mut unique: Vec<&T> = items
+        .iter()
+        .rev()
+        .filter(|item| seen.insert(id(item)))
+        .collect();
+    unique.reverse();
+    unique
 }
 
-/// A writer arena of 15 MB is tantivy's minimum and ample for the catalogue.
-const WRITER_ARENA_BYTES: usize = 15_000_000;
-
 impl MovieIndex {
+    /// An empty index.
     pub fn new() -> Result<Self, Error> {
-        let mut builder = Schema::builder();
-        let fields = Fields {
-            id: builder.add_text_field("id", STRING | STORED),
-            title: builder.add_text_field("title", TEXT | STORED),
-            director: builder.add_text_field("director", TEXT),
-            genre: builder.add_text_field("genre", STRING),
-            year: builder
-                .add_i64_field("year", NumericOptions::default().set_stored().set_indexed()),
+        let (movie_schema, movie_fields) = MovieFields::schema();
+        let (showtime_schema, showtime_fields) = ShowtimeFields::schema();
+        let movie_index = Index::create_in_ram(movie_schema);
+        let analyzer = movies::analyzer();
+        movie_index
+            .tokenizers()
+            .register(movies::TOKENIZER, analyzer.clone());
+        let showtime_index = Index::create_in_ram(showtime_schema);
+        let writers = Writers {
+            movies: movie_index.writer_with_num_threads(1, MOVIE_ARENA_BYTES)?,
+            showtimes: showtime_index.writer_with_num_threads(1, SHOWTIME_ARENA_BYTES)?,
         };
-        let index = Index::create_in_ram(builder.build());
-        let writer = index.writer_with_num_threads(1, WRITER_ARENA_BYTES)?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
-        let analyzer = index.tokenizer_for_field(fields.title)?;
+        let reader = |index: &Index| {
+            index
+                .reader_builder()
+                .reload_policy(ReloadPolicy::Manual)
+                .try_into()
+        };
+        let movie_reader: IndexReader = reader(&movie_index)?;
+        let showtime_reader: IndexReader = reader(&showtime_index)?;
+        let movies = Arc::new(MovieTable::load(movie_reader.searcher(), &movie_fields)?);
+        let registry = Arc::<Registry>::default();
+        let showtimes = Showtimes::build(
+            showtime_reader.searcher(),
+            &showtime_fields,
+            &movies,
+            Arc::clone(&registry),
+            None,
+        )?;
+        let shared = Arc::new(Shared {
+            showtime_fields,
+            showtime_reader,
+            registry: RwLock::new(registry),
+            snapshot: RwLock::new(Arc::new(Snapshot { movies, showtimes })),
+            publishing: Mutex::new(()),
+        });
+        // Merges finish in the background after the commit that started
+        // them; publishing when the index's metadata changes lets searches
+        // use merged segments without waiting for the next write. A failed
+        // refresh leaves the previous snapshot, and the next write or merge
+        // publishes again, reporting any persistent error to its caller.
+        let refresh = Arc::downgrade(&shared);
+        let _refresh = showtime_index
+            .directory()
+            .watch(WatchCallback::new(move || {
+                if let Some(shared) = refresh.upgrade() {
+                    let _ = shared.publish(None);
+                }
+            }))?;
         Ok(Self {
-            fields,
-            reader,
-            writer: Mutex::new(writer),
+            movie_fields,
+            movie_reader,
             analyzer,
+            writers: Mutex::new(writers),
+            shared,
+            _refresh,
         })
     }
 
-    fn document(&self, movie: &MovieDoc) -> TantivyDocument {
-        let f = self.fields;
-        let mut document = doc!(f.id => movie.id.to_string(), f.title => movie.title.as_str());
-        if let Some(director) = &movie.director {
-            document.add_text(f.director, director);
-        }
-        for genre in &movie.genres {
-            document.add_text(f.genre, genre);
-        }
-        if let Some(year) = movie.release_year {
-            document.add_i64(f.year, i64::from(year));
-        }
-        document
+    fn current(&self) -> Result<Arc<Snapshot>, Error> {
+        self.shared.current()
     }
 
-    /// Adds or replaces movies, then makes them visible to searches.
-    pub fn upsert(&self, movies: &[MovieDoc]) -> Result<(), Error> {
-        let mut writer = self.writer.lock().map_err(|_| Error::Poisoned)?;
-        for movie in movies {
-            writer.delete_term(Term::from_field_text(self.fields.id, &movie.id.to_string()));
-            writer.add_document(self.document(movie))?;
-        }
-        writer.commit()?;
-        drop(writer);
-        self.reader.reload()?;
-        Ok(())
+    /// Reloads the movies and publishes a snapshot with them.
+    fn publish_movies(&self) -> Result<(), Error> {
+        self.movie_reader.reload()?;
+        let movies = MovieTable::load(self.movie_reader.searcher(), &self.movie_fields)?;
+        self.shared.publish(Some(Arc::new(movies)))
     }
 
-    /// Every word must match the title or the director. A word matches best
-    /// exactly, then as the start of a word (autocomplete), then with one
-    /// typo, so "goodf" ranks "Goodfellas" above "The Godfather".
-    fn query(&self, text: &str) -> Box<dyn Query> {
-        let mut analyzer = self.analyzer.clone();
-        let mut stream = analyzer.token_stream(text);
-        let mut words = Vec::new();
-        while stream.advance() {
-            words.push(stream.token().text.clone());
-        }
-        let clauses = words
+    /// Adds or replaces movies by id, then makes them visible to searches.
+    pub fn upsert_movies(&self, movies: &[MovieDoc]) -> Result<(), Error> {
+        let mut writers = self.writers.lock().map_err(|_| Error::Poisoned)?;
+        let movies = last_of_each(movies, |movie| movie.id);
+        let ids = movies
             .iter()
-            .map(|word| {
-                let title = Term::from_field_text(self.fields.title, word);
-                let director = Term::from_field_text(self.fields.director, word);
-                let alternatives: Vec<(Occur, Box<dyn Query>)> = vec![
-                    boosted(
-                        TermQuery::new(title.clone(), IndexRecordOption::WithFreqs),
-                        8.0,
-                    ),
-                    boosted(FuzzyTermQuery::new_prefix(title.clone(), 0, true), 4.0),
-                    boosted(FuzzyTermQuery::new_prefix(title, 1, true), 1.0),
-                    boosted(
-                        TermQuery::new(director.clone(), IndexRecordOption::WithFreqs),
-                        4.0,
-                    ),
-                    boosted(FuzzyTermQuery::new(director, 1, true), 1.0),
-                ];
-                (
-                    Occur::Must,
-                    Box::new(BooleanQuery::new(alternatives)) as Box<dyn Query>,
-                )
-            })
-            .collect();
-        Box::new(BooleanQuery::new(clauses))
-    }
-
-    /// Movies matching free text, best first. Punctuation is ignored, so no
-    /// input is a syntax error.
-    pub fn search(&self, text: &str, limit: usize) -> Result<Vec<Hit>, Error> {
-        let query = self.query(text);
-        let searcher = self.reader.searcher();
-        let top = searcher.search(&*query, &TopDocs::with_limit(limit.max(1)))?;
-        let mut hits = Vec::with_capacity(top.len());
-        for (score, address) in top {
-            let document: TantivyDocument = searcher.doc(address)?;
-            let text_of = |field| {
-                document
-                    .get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let Ok(id) = Uuid::parse_str(&text_of(self.fields.id)) else {
-                continue;
-            };
-            hits.push(Hit {
-                id,
-                title: text_of(self.fields.title),
-                release_year: document
-                    .get_first(self.fields.year)
-                    .and_then(|v| v.as_i64())
-                    .and_then(|y| i32::try_from(y).ok()),
-                score,
-            });
+            .map(|movie| self.movie_fields.id_term(&movie.id));
+        delete(&writers.movies, TermSetQuery::new(ids))?;
+        for movie in movies {
+            writers
+                .movies
+                .add_document(self.movie_fields.document(movie))?;
         }
-        Ok(hits)
+        writers.movies.commit()?;
+        self.publish_movies()
     }
 
-    /// Documents visible to searches.
+    /// Removes movies and every showtime of them.
+    pub fn remove_movies(&self, ids: &[Uuid]) -> Result<(), Error> {
+        let mut writers = self.writers.lock().map_err(|_| Error::Poisoned)?;
+        let fields = &self.shared.showtime_fields;
+        let movie_ids = ids.iter().map(|id| self.movie_fields.id_term(id));
+        delete(&writers.movies, TermSetQuery::new(movie_ids))?;
+        let showtime_movies = ids.iter().map(|id| fields.movie_term(id));
+        delete(&writers.showtimes, TermSetQuery::new(showtime_movies))?;
+        writers.movies.commit()?;
+        writers.showtimes.commit()?;
+        self.publish_movies()
+    }
+
+    /// Adds or replaces showtimes by id, then makes them visible to searches.
+    /// A showtime of a movie not yet indexed is kept and shows up once the
+    /// movie does.
+    pub fn upsert_showtimes(&self, showtimes: &[ShowtimeDoc]) -> Result<(), Error> {
+        let mut writers = self.writers.lock().map_err(|_| Error::Poisoned)?;
+        let fields = &self.shared.showtime_fields;
+        let mut showtimes = last_of_each(showtimes, |showtime| showtime.id);
+        // A batch becomes a run of consecutive documents; in start-time
+        // order, a time window's showtimes sit together, so searches for
+        // tonight or tomorrow read their columns almost sequentially.
+        showtimes.sort_by_key(|showtime| (showtime.starts_at, showtime.id));
+        let ids: Vec<Uuid> = showtimes.iter().map(|showtime| showtime.id).collect();
+        delete(&writers.showtimes, fields.ids_query(&ids))?;
+        let mut registry = Arc::clone(&*self.shared.registry.read().map_err(|_| Error::Poisoned)?);
+        let numbering = Arc::make_mut(&mut registry);
+        for showtime in showtimes {
+            let document = fields.document(showtime, numbering)?;
+            writers.showtimes.add_document(document)?;
+        }
+        *self.shared.registry.write().map_err(|_| Error::Poisoned)? = registry;
+        writers.showtimes.commit()?;
+        self.shared.publish(None)
+    }
+
+    /// Removes showtimes by id.
+    pub fn remove_showtimes(&self, ids: &[Uuid]) -> Result<(), Error> {
+        let mut writers = self.writers.lock().map_err(|_| Error::Poisoned)?;
+        delete(
+            &writers.showtimes,
+            self.shared.showtime_fields.ids_query(ids),
+        )?;
+        writers.showtimes.commit()?;
+        self.shared.publish(None)
+    }
+
+    /// Movies matching the query, best first, with their matching showtimes
+    /// and facet counts over the whole result set.
+    pub fn search(&self, query: &SearchQuery) -> Result<SearchResults, Error> {
+        let snapshot = self.current()?;
+        search::search(&snapshot, &self.movie_fields, &self.analyzer, query)
+    }
+
+    /// Title completions for what a person has typed so far, best match
+    /// first and the more popular movie first among equal matches. The last
+    /// word may be incomplete and have a typo.
+    pub fn suggest(&self, prefix: &str, limit: usize) -> Result<Vec<Suggestion>, Error> {
+        let snapshot = self.current()?;
+        search::suggest(&snapshot, &self.movie_fields, &self.analyzer, prefix, limit)
+    }
+
+    /// Documents visible to searches, movies and showtimes together.
     pub fn len(&self) -> u64 {
-        self.reader.searcher().num_docs()
+        self.movie_count() + self.showtime_count()
     }
 
+    /// Whether no movie or showtime is visible.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Movies visible to searches.
+    pub fn movie_count(&self) -> u64 {
+        self.current()
+            .map_or(0, |snapshot| snapshot.movies.searcher.num_docs())
+    }
+
+    /// Showtimes visible to searches, including those of movies not indexed.
+    pub fn showtime_count(&self) -> u64 {
+        self.current()
+            .map_or(0, |snapshot| snapshot.showtimes.searcher.num_docs())
+    }
+}
+
+/// Queues the deletion of every document matching `query` as one operation:
+/// tantivy applies each queued delete to every segment at commit, so one
+/// operation per batch instead of one per id keeps large batches cheap.
+fn delete(writer: &IndexWriter, query: impl Query) -> Result<(), Error> {
+    writer.delete_query(Box::new(query))?;
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn movie(title: &str, director: &str, year: i32) -> MovieDoc {
-        MovieDoc {
-            id: Uuid::now_v7(),
-            title: title.to_owned(),
-            director: Some(director.to_owned()),
-            genres: vec!["drama".to_owned()],
-            release_year: Some(year),
-        }
-    }
-
-    fn catalogue() -> (MovieIndex, Vec<MovieDoc>) {
-        let index = MovieIndex::new().expect("index");
-        let movies = vec![
-            movie("The Godfather", "Francis Ford Coppola", 1972),
-            movie("Goodfellas", "Martin Scorsese", 1990),
-            movie("Heat", "Michael Mann", 1995),
-        ];
-        index.upsert(&movies).expect("upsert");
-        (index, movies)
-    }
-
-    #[test]
-    fn a_title_with_a_typo_still_finds_the_movie() {
-        let (index, movies) = catalogue();
-        let hits = index.search("godfathr", 5).expect("search");
-        assert_eq!(hits.first().map(|h| h.id), Some(movies[0].id));
-    }
-
-    #[test]
-    fn a_prefix_finds_the_movie_as_a_person_types() {
-        let (index, movies) = catalogue();
-        let hits = index.search("goodf", 5).expect("search");
-        assert_eq!(hits.first().map(|h| h.id), Some(movies[1].id));
-    }
-
-    #[test]
-    fn a_director_finds_their_movies() {
-        let (index, movies) = catalogue();
-        let hits = index.search("scorsese", 5).expect("search");
-        assert_eq!(
-            hits.iter().map(|h| h.id).collect::<Vec<_>>(),
-            vec![movies[1].id]
-        );
-    }
-
-    #[test]
-    fn upserting_a_movie_again_replaces_it() {
-        let (index, mut movies) = catalogue();
-        movies[2].title = "Heat (Director's Cut)".to_owned();
-        index.upsert(&movies[2..]).expect("upsert");
-        assert_eq!(index.len(), 3);
-        let hits = index.search("heat", 5).expect("search");
-        assert_eq!(hits[0].title, "Heat (Director's Cut)");
-    }
-
-    #[test]
-    fn query_syntax_characters_are_searched_as_words() {
-        let (index, _) = catalogue();
-        assert!(index.search("\"unbalanced: (quote", 5).is_ok());
-    }
-}
+mod tests;

@@ -11,7 +11,7 @@ use futures::future::join_all;
 use tokio_postgres::NoTls;
 
 use crate::config::{ClusterConfig, Endpoint, PoolConfig};
-use crate::placement::{NodeId, Placement};
+use crate::placement::{hash_key, NodeId, Placement};
 use crate::Error;
 
 /// What a server is for; appears in health reports, metrics and errors.
@@ -212,18 +212,25 @@ pub struct NodeHealth {
 
 /// Where keys live under one version of the shard map: hashed placement,
 /// and overrides that pin single keys (hot movies) to dedicated nodes.
+/// Overrides are keyed by the key's hash, so an id that carries its
+/// parent's hash (see [`crate::ids`]) follows its parent onto a dedicated
+/// node without knowing the parent's id.
 #[derive(Debug, Clone)]
 pub struct Routing {
     pub version: i64,
     pub placement: Placement,
-    pub overrides: HashMap<Vec<u8>, NodeId>,
+    pub overrides: HashMap<u64, NodeId>,
 }
 
 impl Routing {
     pub fn route(&self, key: &[u8]) -> Option<&NodeId> {
+        self.route_hash(hash_key(key))
+    }
+
+    pub fn route_hash(&self, hash: u64) -> Option<&NodeId> {
         self.overrides
-            .get(key)
-            .or_else(|| self.placement.route(key))
+            .get(&hash)
+            .or_else(|| self.placement.route_hash(hash))
     }
 }
 
@@ -328,8 +335,13 @@ impl Cluster {
 
     /// The shard node that owns a routing key.
     pub fn route(&self, key: &[u8]) -> Result<&ShardNode, Error> {
+        self.route_hash(hash_key(key))
+    }
+
+    /// The shard node that owns a hashed routing key.
+    pub fn route_hash(&self, hash: u64) -> Result<&ShardNode, Error> {
         let routing = self.routing();
-        let node = routing.route(key).ok_or(Error::NoNodes)?;
+        let node = routing.route_hash(hash).ok_or(Error::NoNodes)?;
         self.shard(node)
     }
 

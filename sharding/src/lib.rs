@@ -5,12 +5,15 @@
 //! - [`simulate`]: balance and movement of placement at any scale.
 //! - [`config`]: how a shard node (primary plus optional streaming replica) is
 //!   addressed.
+//! - [`ids`]: ids that carry their parent's routing hash, so children of a
+//!   movie are routed without a lookup.
 //! - [`cluster`]: the connection pools for the catalog and every shard node,
 //!   with health probes that report replica lag.
 
 pub mod cluster;
 pub mod config;
 mod error;
+pub mod ids;
 pub mod placement;
 pub mod simulate;
 

@@ -51,6 +51,17 @@ pub enum Error {
         source_node: String,
         target: String,
     },
+    #[error("{what} {id} does not exist")]
+    NotFound { what: &'static str, id: uuid::Uuid },
+    /// The request breaks a rule of the catalogue; each entry names the
+    /// offending field and the rule.
+    #[error("{detail}")]
+    Invalid {
+        detail: String,
+        fields: Vec<(String, String)>,
+    },
+    #[error("{0}")]
+    Conflict(String),
     #[error("demo data in {path} is unreadable: {reason}")]
     DemoData { path: String, reason: String },
 }

@@ -3,18 +3,32 @@
 //! - [`migrations`]: versioned SQL files for the catalog and for every shard,
 //!   embedded in the binary and applied to primaries only.
 //! - [`movies`]: movie rows, which live on the shard of their id.
+//! - [`theaters`]: theaters, screens and each screen's timetable, on the
+//!   shard of the theater's id.
+//! - [`showtimes`]: showtimes and seat states, with their movie.
+//! - [`layout`]: seat layouts and their validation.
+//! - [`outbox`]: domain events written with each change.
+//! - [`movie_data`]: all of one movie's rows, as a unit that moves.
 //! - [`moves`]: moving one movie's data to another node while it serves.
 //! - [`rebalance`]: executing a change to the node registry.
 //! - [`demo`]: the demo catalogue built from the real data in `data/`.
 //! - [`Storage`]: the entry point that routes each query to its shard.
 
+mod catalog;
 pub mod demo;
+pub mod demo_places;
 mod error;
+pub mod layout;
 pub mod migrations;
 pub mod moves;
+pub mod movie_data;
 pub mod movies;
+pub mod outbox;
 pub mod rebalance;
+pub mod showtimes;
 mod store;
+pub mod theaters;
 
+pub use catalog::{MovieFilter, MoviePage, NewShowtimeRequest, ShowtimeChange};
 pub use error::Error;
 pub use store::{MigrationReport, NodeRecord, ShardMap, Storage};

@@ -21,8 +21,8 @@
 use marquee_sharding::NodeId;
 use uuid::Uuid;
 
-use crate::movies;
 use crate::store::{bump_map_version, rejected};
+use crate::{movie_data, movies};
 use crate::{Error, Storage};
 
 /// A move as recorded in the catalog.
@@ -178,7 +178,7 @@ impl Storage {
             .map_err(|err| rejected(target, err))?;
         self.load_placement().await?;
         let source = &self.cluster().shard(&record.source)?.primary;
-        movies::delete(&source.get().await?, record.movie)
+        movie_data::delete(&source.get().await?, record.movie)
             .await
             .map_err(|err| rejected(source, err))?;
         self.set_state(&mut record, "done").await?;
@@ -193,11 +193,22 @@ impl Storage {
     async fn copy(&self, record: &Move) -> Result<(), Error> {
         let source = &self.cluster().shard(&record.source)?.primary;
         let target = &self.cluster().shard(&record.target)?.primary;
-        let row = movies::get(&source.get().await?, record.movie)
+        let rows = movie_data::snapshot(&source.get().await?, record.movie)
             .await
-            .map_err(|err| rejected(source, err))?
-            .ok_or(Error::MovieNotFound(record.movie))?;
-        movies::put_exact(&target.get().await?, &row)
+            .map_err(|err| rejected(source, err))?;
+        if !rows.has_movie() {
+            return Err(Error::MovieNotFound(record.movie));
+        }
+        let mut client = target.get().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|err| rejected(target, err))?;
+        movie_data::replace(&transaction, record.movie, &rows)
+            .await
+            .map_err(|err| rejected(target, err))?;
+        transaction
+            .commit()
             .await
             .map_err(|err| rejected(target, err))
     }
@@ -222,13 +233,13 @@ impl Storage {
     async fn copies_match(&self, record: &Move) -> Result<bool, Error> {
         let source = &self.cluster().shard(&record.source)?.primary;
         let target = &self.cluster().shard(&record.target)?.primary;
-        let original = movies::get(&source.get().await?, record.movie)
+        let original = movie_data::snapshot(&source.get().await?, record.movie)
             .await
             .map_err(|err| rejected(source, err))?;
-        let copy = movies::get(&target.get().await?, record.movie)
+        let copy = movie_data::snapshot(&target.get().await?, record.movie)
             .await
             .map_err(|err| rejected(target, err))?;
-        Ok(original.is_some() && original == copy)
+        Ok(original.has_movie() && original == copy)
     }
 
     /// Points the movie at the target and bumps the map version, in one
@@ -294,7 +305,7 @@ impl Storage {
             )
             .await
             .map_err(|err| rejected(source, err))?;
-        movies::delete(&target.get().await?, record.movie)
+        movie_data::delete(&target.get().await?, record.movie)
             .await
             .map_err(|err| rejected(target, err))?;
         let mut record = record.clone();

@@ -5,6 +5,8 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::outbox;
+
 /// A movie as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Movie {
@@ -96,26 +98,26 @@ pub async fn upsert(
     client: &impl GenericClient,
     movie: &NewMovie,
 ) -> Result<Movie, tokio_postgres::Error> {
-    write(client, movie, None).await
+    let stored = write(client, movie).await?;
+    let event = if stored.version == 1 {
+        "movie.created"
+    } else {
+        "movie.changed"
+    };
+    outbox::record(client, "movie", movie.id, event).await?;
+    Ok(stored)
 }
 
-/// Version and timestamps to keep when copying a movie between nodes.
-type Stamps = (i64, DateTime<Utc>, DateTime<Utc>);
-
-/// The one statement that writes a movie row. Without `stamps` the row's
-/// version is bumped and `updated_at` set to now; with them the row is
-/// written exactly as given.
+/// The one statement that writes a movie row: inserted at version 1, or
+/// rewritten with its version bumped.
 async fn write(
     client: &impl GenericClient,
     movie: &NewMovie,
-    stamps: Option<Stamps>,
 ) -> Result<Movie, tokio_postgres::Error> {
     let sql = format!(
         "insert into movies (id, title, genres, director, synopsis, cast_members, runtime_minutes, \
-             certificate, release_date, poster_url, imdb_rating, imdb_votes, demo_generated, \
-             version, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::float8::numeric(3, 1), $12, $13, \
-             coalesce($14::int8, 1), coalesce($15::timestamptz, now()), coalesce($16::timestamptz, now())) \
+             certificate, release_date, poster_url, imdb_rating, imdb_votes, demo_generated) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::float8::numeric(3, 1), $12, $13) \
          on conflict (id) do update set \
              title = excluded.title, genres = excluded.genres, director = excluded.director, \
              synopsis = excluded.synopsis, cast_members = excluded.cast_members, \
@@ -123,15 +125,8 @@ async fn write(
              release_date = excluded.release_date, poster_url = excluded.poster_url, \
              imdb_rating = excluded.imdb_rating, imdb_votes = excluded.imdb_votes, \
              demo_generated = excluded.demo_generated, \
-             version = coalesce($14::int8, movies.version + 1), \
-             created_at = coalesce($15::timestamptz, movies.created_at), \
-             updated_at = coalesce($16::timestamptz, now()) \
+             version = movies.version + 1, updated_at = now() \
          returning {COLUMNS}"
-    );
-    let (version, created_at, updated_at) = (
-        stamps.map(|s| s.0),
-        stamps.map(|s| s.1),
-        stamps.map(|s| s.2),
     );
     let statement = client.prepare_cached(&sql).await?;
     let row = client
@@ -151,9 +146,6 @@ async fn write(
                 &movie.imdb_rating,
                 &movie.imdb_votes,
                 &movie.demo_generated,
-                &version,
-                &created_at,
-                &updated_at,
             ],
         )
         .await?;
@@ -185,18 +177,6 @@ pub async fn all(client: &impl GenericClient) -> Result<Vec<Movie>, tokio_postgr
         .iter()
         .map(from_row)
         .collect())
-}
-
-/// Writes a movie exactly as given, version and timestamps included; used
-/// to copy a movie between nodes.
-pub async fn put_exact(
-    client: &impl GenericClient,
-    movie: &Movie,
-) -> Result<(), tokio_postgres::Error> {
-    let stamps = (movie.version, movie.created_at, movie.updated_at);
-    write(client, &NewMovie::from(movie), Some(stamps))
-        .await
-        .map(drop)
 }
 
 pub async fn delete(client: &impl GenericClient, id: Uuid) -> Result<u64, tokio_postgres::Error> {
@@ -262,4 +242,75 @@ pub async fn unfence(client: &impl GenericClient, id: Uuid) -> Result<u64, tokio
     client
         .execute("delete from movie_fences where movie_id = $1", &[&id])
         .await
+}
+
+/// Locks a movie's row against a concurrent move's fence, shared (writes to
+/// its showtimes) or exclusive (changes to the movie itself). `Ok(false)`
+/// when the movie does not exist here; `Err` with the fence's target when
+/// it moved away.
+pub async fn lock_unfenced(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+    exclusive: bool,
+) -> Result<Result<bool, String>, tokio_postgres::Error> {
+    let sql = if exclusive {
+        "select 1 from movies where id = $1 for update"
+    } else {
+        "select 1 from movies where id = $1 for share"
+    };
+    let lock = transaction.prepare_cached(sql).await?;
+    let exists = transaction.query_opt(&lock, &[&id]).await?.is_some();
+    if let Some(moved_to) = fenced(transaction, id).await? {
+        return Ok(Err(moved_to));
+    }
+    Ok(Ok(exists))
+}
+
+/// One node's share of a movie listing.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery<'a> {
+    pub genre: Option<&'a str>,
+    /// A `like` pattern over the lower-cased title.
+    pub title_like: Option<&'a str>,
+    pub released_from: Option<NaiveDate>,
+    pub released_to: Option<NaiveDate>,
+    pub after_title: Option<&'a str>,
+    pub after_id: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Movies after a keyset position in (lower-cased title, id) order, each
+/// with its sort key.
+pub async fn page(
+    client: &impl GenericClient,
+    query: &PageQuery<'_>,
+) -> Result<Vec<(String, Movie)>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(&format!(
+            "select {COLUMNS}, lower(title) collate \"C\" as key from movies \
+             where ($1::text is null or $1 = any(genres)) \
+               and ($2::text is null or lower(title) like $2) \
+               and ($3::date is null or release_date >= $3) \
+               and ($4::date is null or release_date <= $4) \
+               and ($5::text is null or (lower(title) collate \"C\", id) > ($5 collate \"C\", $6::uuid)) \
+             order by lower(title) collate \"C\", id limit $7"
+        ))
+        .await?;
+    Ok(client
+        .query(
+            &statement,
+            &[
+                &query.genre,
+                &query.title_like,
+                &query.released_from,
+                &query.released_to,
+                &query.after_title,
+                &query.after_id,
+                &query.limit,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(16), from_row(row)))
+        .collect())
 }

@@ -96,7 +96,10 @@ impl Storage {
         for (node, ids) in self.movie_ids().await? {
             for id in ids {
                 // A dedicated movie stays on its node unless that node leaves.
-                let target = match routing.overrides.get(id.as_bytes().as_slice()) {
+                let target = match routing
+                    .overrides
+                    .get(&marquee_sharding::ids::route_hash(id))
+                {
                     Some(dedicated) if active_after(dedicated) => dedicated.clone(),
                     _ => match target_placement.route(id.as_bytes()) {
                         Some(target) => target.clone(),

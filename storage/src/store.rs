@@ -223,7 +223,7 @@ impl Storage {
             .map(|row| {
                 let movie: Uuid = row.get(0);
                 let node: String = row.get(1);
-                (movie.as_bytes().to_vec(), NodeId::new(node))
+                (marquee_sharding::ids::route_hash(movie), NodeId::new(node))
             })
             .collect();
         self.cluster.set_routing(Routing {
@@ -264,7 +264,7 @@ impl Storage {
         .await
     }
 
-    fn movie_primary(&self, id: Uuid) -> Result<&Server, Error> {
+    pub(crate) fn movie_primary(&self, id: Uuid) -> Result<&Server, Error> {
         Ok(&self.cluster.route(id.as_bytes())?.primary)
     }
 
@@ -332,7 +332,7 @@ impl Storage {
     /// Reloads the shard map after a node refused a movie it no longer
     /// owns. A move's cut-over lands in the catalog moments after the
     /// fence, so a few short waits cover it; past those the refusal stands.
-    async fn after_stale_route(
+    pub(crate) async fn after_stale_route(
         &self,
         server: &Server,
         movie: Uuid,

@@ -2,10 +2,11 @@
 //! `Data<&Arc<AppState>>`, so the spec can be generated without a cluster.
 
 mod movies;
-mod shards;
-pub use movies::search_document;
 mod ops;
 mod search;
+mod shards;
+mod showtimes;
+mod theaters;
 
 use poem_openapi::auth::Bearer;
 use poem_openapi::{OpenApiService, SecurityScheme, Tags};
@@ -20,6 +21,10 @@ enum ApiTags {
     Operations,
     /// Movies in the catalogue.
     Movies,
+    /// Theaters, their screens and seat layouts.
+    Theaters,
+    /// Showtimes and live seat maps.
+    Showtimes,
     /// Full-text search over the catalogue.
     Search,
     /// Catalogue management; requires the admin token.
@@ -32,6 +37,8 @@ pub type Service = OpenApiService<
     (
         ops::OpsApi,
         movies::MoviesApi,
+        theaters::TheatersApi,
+        showtimes::ShowtimesApi,
         search::SearchApi,
         shards::ShardsApi,
         shards::PlacementApi,
@@ -70,6 +77,8 @@ pub fn service(server: &str) -> Service {
         (
             ops::OpsApi,
             movies::MoviesApi,
+            theaters::TheatersApi,
+            showtimes::ShowtimesApi,
             search::SearchApi,
             shards::ShardsApi,
             shards::PlacementApi,
@@ -102,6 +111,10 @@ pub fn spec(service: &Service) -> String {
             close_objects(schema);
         }
     }
+    // Parameters are described inline under each path.
+    if let Some(paths) = document.get_mut("paths") {
+        close_objects(paths);
+    }
     let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
     text.push('\n');
     text
@@ -133,4 +146,33 @@ fn close_objects(schema: &mut serde_json::Value) {
 /// The interactive docs page, showing the published spec.
 pub fn docs_html(service: &Service, spec: &str) -> String {
     service.swagger_ui_html().replace(&service.spec(), spec)
+}
+
+/// An optional field may be left out but not sent as `null`: the schema
+/// does not declare it nullable, and a client sending `null` most likely
+/// meant something this API would otherwise silently ignore.
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// A query that parses but cannot be answered as asked, such as a range
+/// whose end comes before its start: a 422 naming the parameter, like a
+/// body that fails validation.
+pub(crate) fn invalid_parameter(name: &str, message: impl Into<String>) -> ApiError {
+    let message = message.into();
+    ApiError::unprocessable(
+        message.clone(),
+        vec![crate::problem::FieldError::new(name, message)],
+    )
+}
+
+pub(crate) fn malformed_cursor() -> ApiError {
+    invalid_parameter(
+        "cursor",
+        "the cursor is malformed; pass next_cursor from a previous page",
+    )
 }

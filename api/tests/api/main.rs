@@ -1,6 +1,7 @@
 //! Integration tests: the real application on port 0 against the local
 //! cluster, each test in its own schema on every node.
 
+mod catalog;
 mod health;
 mod helpers;
 mod isolation;
@@ -10,6 +11,7 @@ mod moves;
 mod movies;
 mod openapi;
 mod problems;
+mod search;
 mod shards;
 mod shutdown;
 mod startup;

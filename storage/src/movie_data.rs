@@ -1,0 +1,104 @@
+//! Everything stored for one movie, as a unit that moves between nodes:
+//! the movie row, its showtimes and their seat states, with the layout
+//! snapshots they reference. Rows travel as JSON of the table's own row
+//! type, so a column added by a migration moves without code changes.
+
+use deadpool_postgres::GenericClient;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Movie-scoped tables, parents first, with the column naming the movie
+/// and the key that orders rows for comparison.
+const TABLES: &[(&str, &str, &str)] = &[
+    ("movies", "id", "id"),
+    ("showtimes", "movie_id", "id"),
+    ("seat_states", "movie_id", "showtime_id, seat"),
+];
+
+/// A movie's rows on one node: the layouts it references, then one JSON
+/// array per table of [`TABLES`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    layouts: Value,
+    tables: Vec<Value>,
+}
+
+impl Snapshot {
+    /// Whether the node holds the movie row itself.
+    pub fn has_movie(&self) -> bool {
+        self.tables
+            .first()
+            .and_then(Value::as_array)
+            .is_some_and(|rows| !rows.is_empty())
+    }
+}
+
+pub async fn snapshot(
+    client: &impl GenericClient,
+    movie: Uuid,
+) -> Result<Snapshot, tokio_postgres::Error> {
+    let layouts = client
+        .query_one(
+            "select coalesce(jsonb_agg(to_jsonb(l) order by l.id), '[]') from seat_layouts l \
+             where l.id in (select layout_id from showtimes where movie_id = $1)",
+            &[&movie],
+        )
+        .await?
+        .get(0);
+    let mut tables = Vec::with_capacity(TABLES.len());
+    for (table, column, order) in TABLES {
+        let rows: Value = client
+            .query_one(
+                &format!(
+                    "select coalesce(jsonb_agg(to_jsonb(t) order by {order}), '[]') \
+                     from {table} t where {column} = $1"
+                ),
+                &[&movie],
+            )
+            .await?
+            .get(0);
+        tables.push(rows);
+    }
+    Ok(Snapshot { layouts, tables })
+}
+
+/// Makes the node hold exactly `snapshot` for the movie.
+pub async fn replace(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    movie: Uuid,
+    snapshot: &Snapshot,
+) -> Result<(), tokio_postgres::Error> {
+    delete(transaction, movie).await?;
+    transaction
+        .execute(
+            "insert into seat_layouts select * from jsonb_populate_recordset(null::seat_layouts, $1) \
+             on conflict (id) do nothing",
+            &[&snapshot.layouts],
+        )
+        .await?;
+    for ((table, _, _), rows) in TABLES.iter().zip(&snapshot.tables) {
+        transaction
+            .execute(
+                &format!(
+                    "insert into {table} select * from jsonb_populate_recordset(null::{table}, $1)"
+                ),
+                &[rows],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the movie's rows, children first. Layout snapshots stay: other
+/// movies' showtimes may share them.
+pub async fn delete(client: &impl GenericClient, movie: Uuid) -> Result<(), tokio_postgres::Error> {
+    for (table, column, _) in TABLES.iter().rev() {
+        client
+            .execute(
+                &format!("delete from {table} where {column} = $1"),
+                &[&movie],
+            )
+            .await?;
+    }
+    Ok(())
+}
