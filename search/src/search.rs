@@ -1034,15 +1034,13 @@ fn list_showtimes(
                 break;
             }
             let (docs, starts, at) = &mut cursors[segment];
-            let view = &showtimes.segments[segment];
-            let alive = readers[segment].alive_bitset();
-            let candidate = (*at..*at + 1, docs, starts);
+            let (docs, starts, index) = (*docs, *starts, *at);
             *at += 1;
             scanner.filter(
-                view,
-                alive,
-                Times::Known(&candidate.2[candidate.0.clone()]),
-                &candidate.1[candidate.0],
+                &showtimes.segments[segment],
+                readers[segment].alive_bitset(),
+                Times::Known(&starts[index..=index]),
+                &docs[index..=index],
                 &mut |matched| found.push(Listed::new(showtimes, segment, matched)),
             );
         }

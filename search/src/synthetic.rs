@@ -29,9 +29,9 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `0..bound`; `bound` must not be 0.
+    /// Uniform in `0..bound`, or 0 when `bound` is 0.
     pub fn below(&mut self, bound: usize) -> usize {
-        (self.next_u64() % bound as u64) as usize
+        (self.next_u64() % bound.max(1) as u64) as usize
     }
 
     /// Uniform in `0.0..1.0`.
@@ -343,14 +343,20 @@ impl Catalogue {
                 8.0 + 52.0 * rng.unit(),
                 std::f64::consts::TAU * rng.unit(),
             );
-            let name = format!("{base} {}, {state}", rng.pick(&TOWN_NAMES));
-            if city_list.iter().all(|city| city.name != name) {
-                city_list.push(City {
-                    name,
-                    latitude,
-                    longitude,
-                });
+            let town = rng.pick(&TOWN_NAMES);
+            let mut name = format!("{base} {town}, {state}");
+            // Numbered once the metros' town names run out, so any number of
+            // cities can be asked for.
+            let mut number = 2;
+            while city_list.iter().any(|city| city.name == name) {
+                name = format!("{base} {town} {number}, {state}");
+                number += 1;
             }
+            city_list.push(City {
+                name,
+                latitude,
+                longitude,
+            });
         }
         let theater_list = (0..theaters)
             .map(|n| {

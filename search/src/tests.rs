@@ -623,6 +623,29 @@ fn a_showtime_hit_reports_what_was_indexed() {
     );
 }
 
+#[test]
+fn searches_run_while_showtimes_are_written() {
+    let (index, movies) = catalogue();
+    let index = Arc::new(index);
+    let searcher = {
+        let index = Arc::clone(&index);
+        std::thread::spawn(move || {
+            for _ in 0..200 {
+                index.search(&SearchQuery::default()).expect("search");
+            }
+        })
+    };
+    for hour in 0..20 {
+        let showtime = ShowtimeDoc {
+            starts_at: noon() + Duration::hours(hour),
+            ..showtime(&movies[2])
+        };
+        index.upsert_showtimes(&[showtime]).expect("upsert");
+    }
+    searcher.join().expect("searches succeed");
+    assert_eq!(index.showtime_count(), 20);
+}
+
 fn rated(title: &str, rating: f64, votes: i64) -> MovieDoc {
     MovieDoc {
         rating: Some(rating),

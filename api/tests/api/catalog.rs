@@ -607,3 +607,74 @@ async fn a_moved_movie_takes_its_showtimes_and_seat_maps_along() {
         200
     );
 }
+
+#[tokio::test]
+async fn seeding_twice_writes_the_same_catalogue_once() {
+    let app = spawn_app().await;
+    let scale = marquee::seed::Scale {
+        movies: Some(200),
+        cities: 2,
+        theaters_per_city: 2,
+        screens_per_theater: 2,
+        days: 2,
+        now_playing: 20,
+    };
+    let settings = &app.schema.settings;
+    let run = || {
+        marquee::seed::run(
+            &app.state.storage,
+            &settings.seed.movies_path,
+            &settings.seed.places_path,
+            &scale,
+            settings.catalog.turnaround_minutes,
+        )
+    };
+    let first = run().await.expect("first seed");
+    let counts = (
+        count(&app, "theaters").await,
+        count(&app, "screens").await,
+        count(&app, "showtimes").await,
+    );
+    let second = run().await.expect("second seed");
+    assert_eq!(first, second);
+    assert_eq!((first.theaters, first.screens), (4, 8));
+    assert!(
+        first.showtimes >= 8 * 2 * 3,
+        "only {} showtimes",
+        first.showtimes
+    );
+    assert_eq!(
+        counts,
+        (4, 8, i64::try_from(first.showtimes).expect("fits"))
+    );
+    assert_eq!(
+        (
+            count(&app, "theaters").await,
+            count(&app, "screens").await,
+            count(&app, "showtimes").await
+        ),
+        counts,
+        "nothing duplicated"
+    );
+    // A seeded showtime is reached by its id alone.
+    let mut future = None;
+    for shard in &settings.database.shards {
+        let client = connect(&shard.primary).await.expect("connect");
+        let sql = format!(
+            "select id from {}.showtimes where starts_at > now() + interval '1 hour' limit 1",
+            app.schema.name
+        );
+        if let Some(row) = client.query_opt(&sql, &[]).await.expect("query") {
+            future = Some(row.get::<_, Uuid>(0));
+        }
+    }
+    let id = future.expect("a future showtime");
+    let map: Value = app
+        .get(&format!("/v1/showtimes/{id}/seats"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(map["showtime_id"], id.to_string());
+    assert!(map["counts"]["free"].as_u64().expect("free") > 50);
+}
