@@ -47,7 +47,7 @@ pub enum Error {
     #[error("search index cannot hold more {0}")]
     TooMany(&'static str),
     /// An earlier panic left a lock of the index poisoned.
-    #[error("search index writer is poisoned by an earlier panic")]
+    #[error("search index lock is poisoned by an earlier panic")]
     Poisoned,
 }
 
@@ -266,7 +266,7 @@ pub struct Suggestion {
 }
 
 /// What every search reads: the movie table and showtime segments as of one
-/// commit. Searches clone the `Arc` and never wait on writers.
+/// commit. Searches clone the `Arc` and never wait for a write to finish.
 struct Snapshot {
     movies: Arc<MovieTable>,
     showtimes: Showtimes,
@@ -304,6 +304,12 @@ impl Shared {
         ))
     }
 
+    fn registry(&self) -> Result<Arc<Registry>, Error> {
+        Ok(Arc::clone(
+            &*self.registry.read().map_err(|_| Error::Poisoned)?,
+        ))
+    }
+
     /// Reloads the showtimes and publishes a snapshot of them, with a new
     /// movie table when given. Segments the previous snapshot already had
     /// keep their decoded columns.
@@ -312,12 +318,11 @@ impl Shared {
         self.showtime_reader.reload()?;
         let previous = self.current()?;
         let movies = movies.unwrap_or_else(|| Arc::clone(&previous.movies));
-        let registry = Arc::clone(&*self.registry.read().map_err(|_| Error::Poisoned)?);
         let showtimes = Showtimes::build(
             self.showtime_reader.searcher(),
             &self.showtime_fields,
             &movies,
-            registry,
+            self.registry()?,
             Some(&previous.showtimes),
         )?;
         *self.snapshot.write().map_err(|_| Error::Poisoned)? =
@@ -326,8 +331,9 @@ impl Shared {
     }
 }
 
-/// An in-memory index of movies and showtimes with one writer and lock-free
-/// snapshots for readers.
+/// An in-memory index of movies and showtimes. Writes are serialized and
+/// each ends by publishing a snapshot; searches read the latest snapshot and
+/// never wait for a write to finish.
 pub struct MovieIndex {
     movie_fields: MovieFields,
     movie_reader: IndexReader,
@@ -489,7 +495,7 @@ impl MovieIndex {
         showtimes.sort_by_key(|showtime| (showtime.starts_at, showtime.id));
         let ids: Vec<Uuid> = showtimes.iter().map(|showtime| showtime.id).collect();
         delete(&writers.showtimes, fields.ids_query(&ids))?;
-        let mut registry = Arc::clone(&*self.shared.registry.read().map_err(|_| Error::Poisoned)?);
+        let mut registry = self.shared.registry()?;
         let numbering = Arc::make_mut(&mut registry);
         for showtime in showtimes {
             let document = fields.document(showtime, numbering)?;
@@ -528,7 +534,9 @@ impl MovieIndex {
 
     /// Documents visible to searches, movies and showtimes together.
     pub fn len(&self) -> u64 {
-        self.movie_count() + self.showtime_count()
+        self.current().map_or(0, |snapshot| {
+            snapshot.movies.searcher.num_docs() + snapshot.showtimes.searcher.num_docs()
+        })
     }
 
     /// Whether no movie or showtime is visible.

@@ -377,7 +377,7 @@ struct Match {
     keys: Keys,
     /// Dense movie id.
     movie: u32,
-    /// Start time, when known or the scan was asked to read it.
+    /// Start time, when the scan knew or read it.
     starts_at: Option<i64>,
 }
 

@@ -327,12 +327,19 @@ impl Storage {
     /// showtime's own seats, naming every problem.
     fn check_schedule(
         movie: &Movie,
+        theater: &TheaterInfo,
         layout: &SeatLayout,
         starts_at: DateTime<Utc>,
         prices: &crate::layout::Prices,
         blocked_seats: &[String],
     ) -> Result<(), Error> {
         let mut fields = Vec::new();
+        if !theater.is_open_at(starts_at) {
+            fields.push((
+                "starts_at".to_owned(),
+                format!("{} is closed at that time", theater.name),
+            ));
+        }
         if movie.runtime_minutes.is_none() {
             fields.push((
                 "movie_id".to_owned(),
@@ -398,8 +405,16 @@ impl Storage {
                 what: "screen",
                 id: request.screen_id,
             })?;
+        let theater = self
+            .theater(request.theater_id)
+            .await?
+            .ok_or(Error::NotFound {
+                what: "theater",
+                id: request.theater_id,
+            })?;
         Self::check_schedule(
             &movie,
+            &theater.info,
             &screen.layout,
             request.starts_at,
             &request.prices,
@@ -560,7 +575,21 @@ impl Storage {
                 what: "showtime",
                 id,
             })?;
-        Self::check_schedule(&movie, &layout, change.starts_at, &change.prices, &[])?;
+        let theater = self
+            .theater(current.theater_id)
+            .await?
+            .ok_or(Error::NotFound {
+                what: "theater",
+                id: current.theater_id,
+            })?;
+        Self::check_schedule(
+            &movie,
+            &theater.info,
+            &layout,
+            change.starts_at,
+            &change.prices,
+            &[],
+        )?;
         let runtime = Duration::minutes(i64::from(movie.runtime_minutes.unwrap_or_default()));
         let schedule = Schedule {
             starts_at: change.starts_at,

@@ -290,6 +290,20 @@ pub async fn of_theater(
         .collect())
 }
 
+/// When a movie's earliest showtime starts.
+pub async fn first_start(
+    client: &impl GenericClient,
+    movie_id: Uuid,
+) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "select min(starts_at) from showtimes where movie_id = $1",
+            &[&movie_id],
+        )
+        .await?
+        .get(0))
+}
+
 /// Showtimes a movie has; a movie with any cannot be deleted.
 pub async fn count_of_movie(
     client: &impl GenericClient,

@@ -290,6 +290,22 @@ impl Storage {
                 .map_err(|err| rejected(server, err))?;
             match outcome {
                 Ok(stored) => {
+                    // The movie's row is locked until commit, and scheduling
+                    // a showtime takes a share lock on it, so no showtime can
+                    // slip in before the release date checked here.
+                    if let Some(release) = stored.release_date {
+                        let first = crate::showtimes::first_start(&transaction, movie.id)
+                            .await
+                            .map_err(|err| rejected(server, err))?;
+                        if let Some(first) = first.filter(|first| first.date_naive() < release) {
+                            return Err(Error::Conflict(format!(
+                                "movie {} has a showtime on {}, before the new release date {release}; \
+                                 move or delete it first",
+                                movie.id,
+                                first.date_naive()
+                            )));
+                        }
+                    }
                     transaction
                         .commit()
                         .await

@@ -39,6 +39,37 @@ pub struct TheaterInfo {
     pub demo_generated: bool,
 }
 
+impl TheaterInfo {
+    /// Whether the theater is open at `at`, by its local opening hours. A
+    /// theater that publishes no hours at all is taken to be always open;
+    /// otherwise a day without an entry is closed. Hours that close before
+    /// they open run past midnight into the next day.
+    pub fn is_open_at(&self, at: DateTime<Utc>) -> bool {
+        if self.opening_hours.is_empty() {
+            return true;
+        }
+        let Ok(zone) = self.timezone.parse::<chrono_tz::Tz>() else {
+            return true;
+        };
+        let local = at.with_timezone(&zone);
+        let time = local.time();
+        let day = |weekday: chrono::Weekday| {
+            let name = weekday.to_string().to_lowercase();
+            self.opening_hours.iter().find(move |h| h.day == name)
+        };
+        let today = day(chrono::Datelike::weekday(&local)).is_some_and(|h| {
+            if h.opens < h.closes {
+                h.opens <= time && time < h.closes
+            } else {
+                h.opens <= time
+            }
+        });
+        let after_midnight = day(chrono::Datelike::weekday(&local).pred())
+            .is_some_and(|h| h.closes <= h.opens && time < h.closes);
+        today || after_midnight
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Theater {
     pub id: Uuid,
@@ -422,4 +453,70 @@ pub async fn delete_slot(
             &[&screen_id, &showtime_id],
         )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    /// A day with its opening and closing (hour, minute).
+    type Day<'a> = (&'a str, (u32, u32), (u32, u32));
+
+    fn theater(hours: &[Day<'_>]) -> TheaterInfo {
+        TheaterInfo {
+            name: "T".into(),
+            country: "US".into(),
+            region: None,
+            city: "Boston".into(),
+            street: "1 Main St".into(),
+            postcode: "02108".into(),
+            latitude: 42.36,
+            longitude: -71.06,
+            timezone: "America/New_York".into(),
+            opening_hours: hours
+                .iter()
+                .map(|(day, opens, closes)| OpeningHours {
+                    day: (*day).to_owned(),
+                    opens: NaiveTime::from_hms_opt(opens.0, opens.1, 0).expect("time"),
+                    closes: NaiveTime::from_hms_opt(closes.0, closes.1, 0).expect("time"),
+                })
+                .collect(),
+            demo_generated: false,
+        }
+    }
+
+    fn boston(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+        // 2026-12-04 is a Friday.
+        chrono_tz::America::New_York
+            .with_ymd_and_hms(2026, 12, day, hour, minute, 0)
+            .single()
+            .expect("local time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn opening_hours_are_read_in_the_theaters_own_time_zone() {
+        let info = theater(&[("fri", (10, 0), (23, 30))]);
+        assert!(info.is_open_at(boston(4, 10, 0)));
+        assert!(info.is_open_at(boston(4, 23, 29)));
+        assert!(!info.is_open_at(boston(4, 23, 30)));
+        assert!(!info.is_open_at(boston(4, 9, 59)));
+        assert!(!info.is_open_at(boston(5, 12, 0)), "no hours on Saturday");
+    }
+
+    #[test]
+    fn hours_past_midnight_run_into_the_next_day() {
+        let info = theater(&[("fri", (18, 0), (2, 0))]);
+        assert!(info.is_open_at(boston(4, 23, 0)));
+        assert!(
+            info.is_open_at(boston(5, 1, 30)),
+            "Saturday 01:30 is Friday night"
+        );
+        assert!(!info.is_open_at(boston(5, 2, 0)));
+        assert!(
+            theater(&[]).is_open_at(boston(5, 4, 0)),
+            "no published hours"
+        );
+    }
 }

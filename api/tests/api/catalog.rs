@@ -57,11 +57,15 @@ fn id_of(value: &Value) -> Uuid {
 }
 
 pub async fn theater(app: &TestApp, name: &str, city: &str, lat: f64, lon: f64) -> Uuid {
+    let hours: Vec<Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|day| json!({"day": day, "opens": "06:00", "closes": "02:00"}))
+        .collect();
     let body = json!({
         "name": name, "country": "US", "region": "MA", "city": city,
         "street": "1 Main St", "postcode": "02108", "latitude": lat, "longitude": lon,
         "timezone": "America/New_York",
-        "opening_hours": [{"day": "mon", "opens": "10:00", "closes": "23:30"}]
+        "opening_hours": hours
     });
     id_of(&created(admin(app, reqwest::Method::POST, "/v1/admin/theaters", body).await).await)
 }
@@ -225,6 +229,14 @@ async fn bad_showtimes_get_a_422_naming_the_field_and_change_nothing() {
     )
     .await;
     assert_problem(past, 422).await;
+
+    // 08:00 UTC is 03:00 in Boston, after the theater closes at 02:00.
+    let closed = schedule(&app, showtime_body(released, theater, screen, later(5, 8))).await;
+    let problem = assert_problem(closed, 422).await;
+    assert!(problem["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("closed"));
 
     let unknown_screen = schedule(
         &app,
@@ -677,4 +689,30 @@ async fn seeding_twice_writes_the_same_catalogue_once() {
         .expect("json");
     assert_eq!(map["showtime_id"], id.to_string());
     assert!(map["counts"]["free"].as_u64().expect("free") > 50);
+}
+
+#[tokio::test]
+async fn a_release_date_cannot_move_past_a_scheduled_showtime() {
+    let app = spawn_app().await;
+    let theater = theater(&app, "Marquee Boston", "Boston", 42.36, -71.06).await;
+    let screen = screen(&app, theater, 3, 6).await;
+    let movie = movie(&app, "Heat", 100, "1995-12-15").await;
+    created(schedule(&app, showtime_body(movie, theater, screen, later(3, 18))).await).await;
+    let later_release = (Utc::now() + Duration::days(30)).date_naive().to_string();
+    let body = json!({"title": "Heat", "genres": ["drama"], "runtime_minutes": 100, "release_date": later_release});
+    let response = admin(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/v1/admin/movies/{movie}"),
+        body,
+    )
+    .await;
+    assert_problem(response, 409).await;
+    let details: Value = app
+        .get(&format!("/v1/movies/{movie}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(details["release_date"], "1995-12-15", "nothing changed");
 }
