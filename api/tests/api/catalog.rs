@@ -716,3 +716,82 @@ async fn a_release_date_cannot_move_past_a_scheduled_showtime() {
         .expect("json");
     assert_eq!(details["release_date"], "1995-12-15", "nothing changed");
 }
+
+#[tokio::test]
+async fn admins_racing_for_one_screen_slot_get_exactly_one_showtime() {
+    let app = spawn_app().await;
+    let theater = theater(&app, "Marquee Boston", "Boston", 42.36, -71.06).await;
+    let screen = screen(&app, theater, 3, 6).await;
+    let mut movies = Vec::new();
+    for n in 0..6 {
+        movies.push(movie(&app, &format!("Contender {n}"), 100, "2001-01-01").await);
+    }
+    // Six different movies, each asking for the screen at overlapping times.
+    let attempts = movies.iter().enumerate().map(|(n, movie)| {
+        let starts = later(4, 18) + Duration::minutes(10 * n as i64);
+        schedule(&app, showtime_body(*movie, theater, screen, starts))
+    });
+    let statuses: Vec<u16> = futures::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|response| response.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 409),
+        "{statuses:?}"
+    );
+    assert_eq!(count(&app, "showtimes").await, 1);
+    assert_eq!(count(&app, "screen_slots").await, 1);
+}
+
+#[tokio::test]
+async fn a_reservation_left_by_a_crash_is_cleared_when_it_next_blocks_a_request() {
+    let app = spawn_app().await;
+    let theater = theater(&app, "Marquee Boston", "Boston", 42.36, -71.06).await;
+    let screen = screen(&app, theater, 3, 6).await;
+    let movie = movie(&app, "Heat", 100, "1995-12-15").await;
+    let starts = later(2, 18);
+    // A reservation whose showtime was never written, as a crash between
+    // the two writes leaves it.
+    let node = app
+        .state
+        .storage
+        .cluster()
+        .route(theater.as_bytes())
+        .expect("routed");
+    let orphan = Uuid::now_v7();
+    connect(
+        &app.schema
+            .settings
+            .database
+            .shards
+            .iter()
+            .find(|s| s.name == node.id().as_str())
+            .expect("shard")
+            .primary,
+    )
+    .await
+    .expect("connect")
+    .execute(
+        &format!(
+            "insert into {}.screen_slots (screen_id, showtime_id, starts_at, ends_at, created_at) \
+                 values ($1, $2, $3, $4, now() - interval '5 minutes')",
+            app.schema.name
+        ),
+        &[&screen, &orphan, &starts, &(starts + Duration::hours(2))],
+    )
+    .await
+    .expect("orphan written");
+
+    created(schedule(&app, showtime_body(movie, theater, screen, starts)).await).await;
+    assert_eq!(
+        count(&app, "screen_slots").await,
+        1,
+        "the orphan was replaced"
+    );
+}
