@@ -14,7 +14,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,8 @@ use crate::settings::RedisSettings;
 
 /// After a failure the cache is skipped for this long.
 const BACKOFF: Duration = Duration::from_secs(1);
+/// Consecutive timeouts after which Redis is taken to be hung.
+const TIMEOUTS_BEFORE_BYPASS: u32 = 50;
 /// Entries the in-process tier holds before it starts afresh.
 const LOCAL_CAPACITY: usize = 20_000;
 
@@ -62,6 +64,7 @@ pub struct Cache {
     started: Instant,
     /// Milliseconds since `started` until which the cache is bypassed.
     bypass_until_ms: AtomicU64,
+    timeouts_in_a_row: AtomicU32,
     local: Mutex<HashMap<Entry, LocalEntry>>,
     local_ttl: Duration,
     pub(crate) hits: prometheus::IntCounterVec,
@@ -90,6 +93,7 @@ impl Cache {
             timeout: Duration::from_millis(settings.timeout_ms),
             started: Instant::now(),
             bypass_until_ms: AtomicU64::new(0),
+            timeouts_in_a_row: AtomicU32::new(0),
             local: Mutex::new(HashMap::new()),
             local_ttl: Duration::from_millis(settings.local_ttl_ms),
             hits,
@@ -123,6 +127,22 @@ impl Cache {
             self.now_ms() + u64::try_from(BACKOFF.as_millis()).unwrap_or(1000),
             Ordering::Relaxed,
         );
+    }
+
+    /// A slow answer alone does not switch the cache off: under load the
+    /// answer may simply wait its turn on a busy instance, and bypassing the
+    /// cache then would send everything to the database when it can least
+    /// take it. Only a run of them, as from a hung Redis, does.
+    fn timed_out(&self) {
+        let run = self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if run >= TIMEOUTS_BEFORE_BYPASS {
+            self.timeouts_in_a_row.store(0, Ordering::Relaxed);
+            self.failed(&format!("{run} cache calls in a row timed out"));
+        }
+    }
+
+    fn answered(&self) {
+        self.timeouts_in_a_row.store(0, Ordering::Relaxed);
     }
 
     async fn connection(&self) -> Option<ConnectionManager> {
@@ -223,13 +243,16 @@ impl Cache {
         )
         .await;
         match outcome {
-            Ok(Ok(text)) => text,
+            Ok(Ok(text)) => {
+                self.answered();
+                text
+            }
             Ok(Err(err)) => {
                 self.failed(&err);
                 None
             }
             Err(_) => {
-                self.failed(&"timed out");
+                self.timed_out();
                 None
             }
         }
@@ -249,9 +272,9 @@ impl Cache {
         )
         .await;
         match outcome {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => self.answered(),
             Ok(Err(err)) => self.failed(&err),
-            Err(_) => self.failed(&"timed out"),
+            Err(_) => self.timed_out(),
         }
     }
 
@@ -319,9 +342,9 @@ impl Cache {
         let keys: Vec<String> = all.iter().map(|entry| self.key(*entry)).collect();
         let outcome = tokio::time::timeout(self.timeout, connection.del::<_, ()>(keys)).await;
         match outcome {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => self.answered(),
             Ok(Err(err)) => self.failed(&err),
-            Err(_) => self.failed(&"timed out"),
+            Err(_) => self.timed_out(),
         }
     }
 }
