@@ -141,6 +141,14 @@ impl Cache {
         }
     }
 
+    fn refused(&self, err: &redis::RedisError) {
+        if err.is_timeout() {
+            self.timed_out();
+        } else {
+            self.failed(err);
+        }
+    }
+
     fn answered(&self) {
         self.timeouts_in_a_row.store(0, Ordering::Relaxed);
     }
@@ -153,7 +161,6 @@ impl Cache {
         let connect = self.connection.get_or_try_init(|| async {
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(self.timeout)
-                .set_response_timeout(self.timeout)
                 .set_number_of_retries(0);
             tokio::time::timeout(
                 self.timeout * 4,
@@ -248,7 +255,7 @@ impl Cache {
                 text
             }
             Ok(Err(err)) => {
-                self.failed(&err);
+                self.refused(&err);
                 None
             }
             Err(_) => {
@@ -273,7 +280,7 @@ impl Cache {
         .await;
         match outcome {
             Ok(Ok(())) => self.answered(),
-            Ok(Err(err)) => self.failed(&err),
+            Ok(Err(err)) => self.refused(&err),
             Err(_) => self.timed_out(),
         }
     }
@@ -343,7 +350,7 @@ impl Cache {
         let outcome = tokio::time::timeout(self.timeout, connection.del::<_, ()>(keys)).await;
         match outcome {
             Ok(Ok(())) => self.answered(),
-            Ok(Err(err)) => self.failed(&err),
+            Ok(Err(err)) => self.refused(&err),
             Err(_) => self.timed_out(),
         }
     }
