@@ -8,9 +8,9 @@
 //! by another instance age out within that short life.
 //!
 //! The cache is an accelerator, never a dependency: every call has a short
-//! timeout, and after a failure the cache is bypassed for a moment instead
-//! of making each request wait out the timeout. Requests then go to the
-//! database, which is the source of truth.
+//! timeout, and when Redis is down or hung the cache is bypassed for a
+//! moment instead of making each request wait out the timeout. Requests
+//! then go to the database, which is the source of truth.
 
 use std::any::Any;
 use std::collections::HashMap;
