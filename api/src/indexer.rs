@@ -14,9 +14,9 @@ use chrono::Datelike;
 use marquee_search::{MovieDoc, MovieIndex, ShowtimeDoc};
 use marquee_sharding::NodeId;
 use marquee_storage::movies::Movie;
-use marquee_storage::showtimes::{self, Showtime};
+use marquee_storage::showtimes::Showtime;
 use marquee_storage::theaters::Theater;
-use marquee_storage::{outbox, Storage};
+use marquee_storage::Storage;
 use uuid::Uuid;
 
 use crate::cache::{Cache, Entry};
@@ -100,19 +100,7 @@ impl Indexer {
     ) -> Result<Arc<Self>, crate::startup::StartupError> {
         let mut cursors = HashMap::new();
         for shard in storage.cluster().shards() {
-            let client = shard
-                .primary
-                .get()
-                .await
-                .map_err(marquee_storage::Error::from)?;
-            let head =
-                outbox::head(&client)
-                    .await
-                    .map_err(|err| marquee_storage::Error::Rejected {
-                        component: shard.primary.component(),
-                        message: err.to_string(),
-                    })?;
-            cursors.insert(shard.id().clone(), head);
+            cursors.insert(shard.id().clone(), storage.outbox_head(shard).await?);
         }
         let index = Arc::new(blocking(MovieIndex::new).await?);
         let theaters: HashMap<Uuid, Theater> = storage
@@ -129,21 +117,10 @@ impl Indexer {
             .collect();
         let target = Arc::clone(&index);
         blocking(move || target.upsert_movies(&movies)).await?;
-        let theaters = Arc::new(theaters);
         for shard in storage.cluster().shards() {
             let mut after = Uuid::nil();
             loop {
-                let client = shard
-                    .primary
-                    .get()
-                    .await
-                    .map_err(marquee_storage::Error::from)?;
-                let page = showtimes::page(&client, after, LOAD_PAGE)
-                    .await
-                    .map_err(|err| marquee_storage::Error::Rejected {
-                        component: shard.primary.component(),
-                        message: err.to_string(),
-                    })?;
+                let page = storage.showtime_page(shard, after, LOAD_PAGE).await?;
                 let Some(last) = page.last() else {
                     break;
                 };
@@ -161,7 +138,6 @@ impl Indexer {
             showtimes = index.showtime_count(),
             "search index built"
         );
-        let theaters = Arc::try_unwrap(theaters).unwrap_or_else(|shared| (*shared).clone());
         Ok(Arc::new(Self {
             storage,
             index,
@@ -208,13 +184,7 @@ impl Indexer {
                 .lock()
                 .map(|cursors| cursors.get(shard.id()).copied().unwrap_or(0))
                 .unwrap_or(0);
-            let client = shard.primary.get().await?;
-            let events = outbox::after(&client, cursor, BATCH).await.map_err(|err| {
-                marquee_storage::Error::Rejected {
-                    component: shard.primary.component(),
-                    message: err.to_string(),
-                }
-            })?;
+            let events = self.storage.outbox_after(shard, cursor, BATCH).await?;
             for event in events {
                 if event.seq != cursor + 1 && event.age_seconds < GAP_WAIT_SECONDS {
                     break;

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Utc};
 use futures::future::try_join_all;
-use marquee_sharding::{ids, Server};
+use marquee_sharding::{ids, Server, ShardNode};
 use uuid::Uuid;
 
 use crate::demo_places::SeedShowtime;
@@ -936,5 +936,39 @@ impl Storage {
         }))
         .await?;
         Ok(())
+    }
+
+    /// The newest event sequence in a node's outbox, 0 when it is empty.
+    pub async fn outbox_head(&self, node: &ShardNode) -> Result<i64, Error> {
+        let server = &node.primary;
+        crate::outbox::head(&server.get().await?)
+            .await
+            .map_err(|err| rejected(server, err))
+    }
+
+    /// A node's outbox events after `after`, in sequence order.
+    pub async fn outbox_after(
+        &self,
+        node: &ShardNode,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::outbox::Event>, Error> {
+        let server = &node.primary;
+        crate::outbox::after(&server.get().await?, after, limit)
+            .await
+            .map_err(|err| rejected(server, err))
+    }
+
+    /// A node's showtimes after `after` in id order, a page at a time.
+    pub async fn showtime_page(
+        &self,
+        node: &ShardNode,
+        after: Uuid,
+        limit: i64,
+    ) -> Result<Vec<Showtime>, Error> {
+        let server = &node.primary;
+        showtimes::page(&server.get().await?, after, limit)
+            .await
+            .map_err(|err| rejected(server, err))
     }
 }
