@@ -11,6 +11,8 @@
 //!   the database.
 //! - [`indexer`]: builds the search index and keeps it fresh from the
 //!   shards' change streams.
+//! - [`sweeper`]: returns lapsed holds' seats and settles orders left
+//!   pending with the payment provider.
 
 pub mod body;
 pub mod cache;
@@ -28,5 +30,6 @@ pub mod settings;
 pub mod simulate;
 pub mod startup;
 pub mod state;
+pub mod sweeper;
 pub mod telemetry;
 pub mod tls;

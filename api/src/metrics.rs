@@ -26,6 +26,11 @@ fn must<T>(result: prometheus::Result<T>) -> T {
 }
 
 impl Metrics {
+    /// For other crates to register their metrics in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("marquee".to_owned()), None)
             .unwrap_or_else(|err| unreachable!("a static prefix is valid: {err}"));

@@ -108,6 +108,12 @@ pub enum ApiError {
         Json<Box<Problem>>,
         #[oai(header = "WWW-Authenticate")] String,
     ),
+    /// The payment was declined; nothing was charged.
+    #[oai(status = 402, content_type = "application/problem+json")]
+    PaymentRequired(Json<Box<Problem>>),
+    /// The booking token does not belong to this hold or order.
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Box<Problem>>),
     /// The resource does not exist, or the caller may not know it exists.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Box<Problem>>),
@@ -144,6 +150,10 @@ impl ApiError {
             Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_body(),
             "Bearer".to_owned(),
         )
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::Forbidden(Problem::new(StatusCode::FORBIDDEN, "forbidden", detail).into_body())
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -197,6 +207,7 @@ impl From<marquee_storage::Error> for ApiError {
             }
             E::MovieNotFound(_) | E::NotFound { .. } => Self::not_found(err.to_string()),
             E::Conflict(detail) => Self::conflict(detail),
+            E::Forbidden(detail) => Self::forbidden(detail),
             E::Invalid { detail, fields } => Self::unprocessable(
                 detail,
                 fields
@@ -213,6 +224,31 @@ impl From<marquee_storage::Error> for ApiError {
             | E::MoveVerification { .. } => Self::conflict(err.to_string()),
             E::Rejected { .. } | E::MigrationDrift { .. } | E::DemoData { .. } => {
                 tracing::error!(error = %err, "storage failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<marquee_booking::Error> for ApiError {
+    fn from(err: marquee_booking::Error) -> Self {
+        use marquee_booking::Error as E;
+        match err {
+            E::Storage(err) => err.into(),
+            E::KeyReused(_) => Self::unprocessable(
+                err.to_string(),
+                vec![FieldError::new(
+                    "Idempotency-Key",
+                    "already used with a different request; send a new key for a new purchase",
+                )],
+            ),
+            E::KeyInFlight(_) => Self::conflict(err.to_string()),
+            E::PaymentUnavailable(_) => {
+                tracing::warn!(error = %err, "payment provider unavailable");
+                Self::unavailable(err.to_string())
+            }
+            E::Settings(_) => {
+                tracing::error!(error = %err, "booking failure");
                 Self::internal()
             }
         }
@@ -304,6 +340,7 @@ fn slug(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "bad-request",
         StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not-found",
         StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
         StatusCode::CONFLICT => "conflict",

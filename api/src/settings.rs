@@ -30,6 +30,9 @@ pub struct Settings {
     pub seed: SeedSettings,
     pub catalog: CatalogSettings,
     pub search: SearchSettings,
+    #[serde(default)]
+    pub booking: marquee_booking::Settings,
+    pub payments: PaymentsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +154,21 @@ pub struct SearchSettings {
     pub refresh_ms: u64,
 }
 
+/// Where card payments go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsSettings {
+    /// The card gateway's base URL. Empty runs the sandbox gateway inside
+    /// the service, on a loopback port of its own, for local use and tests.
+    pub gateway_url: String,
+    pub secret_key: SecretString,
+    /// How long one gateway call may take before its outcome counts as
+    /// unknown and is looked up.
+    pub timeout_ms: u64,
+    /// How late the in-process sandbox answers the `tok_timeout` test card.
+    pub sandbox_late_answer_ms: u64,
+}
+
 /// Why configuration could not be used; the message says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -238,6 +256,15 @@ impl Settings {
                     problems.push(format!("http.tls.{key} {} does not exist", path.display()));
                 }
             }
+        }
+        if self.payments.timeout_ms == 0 {
+            problems.push("payments.timeout_ms must be at least 1".to_owned());
+        }
+        if self.booking.hold_ttl_seconds == 0 || self.booking.max_seats_per_hold == 0 {
+            problems.push(
+                "booking.hold_ttl_seconds and booking.max_seats_per_hold must be at least 1"
+                    .to_owned(),
+            );
         }
         if self.broker.bootstrap_servers.trim().is_empty() {
             problems.push("broker.bootstrap_servers is empty".to_owned());

@@ -6,12 +6,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use marquee_booking::Booking;
+use marquee_payments::{
+    GatewayConfig, PaymentProvider, RunningGateway, SandboxCardConfig, SandboxCardProvider,
+    SandboxGateway,
+};
 use marquee_sharding::Cluster;
 use marquee_storage::Storage;
 use poem::listener::{
     Acceptor, AcceptorExt, BoxAcceptor, IntoTlsConfigStream, Listener, TcpListener,
 };
 use poem::{EndpointExt, IntoEndpoint, Route, Server};
+use secrecy::ExposeSecret;
 
 use crate::body::BodyLimit;
 use crate::cache::Cache;
@@ -21,8 +27,9 @@ use crate::indexer::Indexer;
 use crate::listener::NoDelay;
 use crate::metrics::Metrics;
 use crate::routes;
-use crate::settings::Settings;
+use crate::settings::{PaymentsSettings, Settings};
 use crate::state::AppState;
+use crate::sweeper;
 
 /// Why the service could not start, phrased for the person starting it.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +51,10 @@ pub enum StartupError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("the sandbox payment gateway could not start: {0}")]
+    Gateway(std::io::Error),
+    #[error(transparent)]
+    Booking(#[from] marquee_booking::Error),
     #[error("index build task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -72,6 +83,34 @@ pub async fn connect_storage(settings: &Settings) -> Result<Storage, StartupErro
     Ok(storage)
 }
 
+/// The card provider, and the sandbox gateway it talks to when none is
+/// configured.
+async fn payment_provider(
+    settings: &PaymentsSettings,
+) -> Result<(Arc<dyn PaymentProvider>, Option<RunningGateway>), StartupError> {
+    let mut gateway = None;
+    let base_url = if settings.gateway_url.trim().is_empty() {
+        let running = SandboxGateway::new(GatewayConfig {
+            late_answer_delay: Duration::from_millis(settings.sandbox_late_answer_ms),
+            ..GatewayConfig::new(settings.secret_key.expose_secret())
+        })
+        .start("127.0.0.1:0")
+        .await
+        .map_err(StartupError::Gateway)?;
+        let url = running.url();
+        gateway = Some(running);
+        url
+    } else {
+        settings.gateway_url.clone()
+    };
+    let provider = SandboxCardProvider::new(SandboxCardConfig {
+        base_url,
+        secret_key: settings.secret_key.clone(),
+        timeout: Duration::from_millis(settings.timeout_ms),
+    });
+    Ok((Arc::new(provider), gateway))
+}
+
 /// A bound, ready-to-run service.
 pub struct Application {
     addr: SocketAddr,
@@ -80,6 +119,10 @@ pub struct Application {
     grace: Duration,
     state: Arc<AppState>,
     refresher: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
+    /// The in-process sandbox gateway, when no real one is configured; it
+    /// stops when the application is dropped.
+    _gateway: Option<RunningGateway>,
 }
 
 impl std::fmt::Debug for Application {
@@ -102,6 +145,13 @@ impl Application {
         );
         let search = indexer.index();
         let readiness = Readiness::new(&settings, Arc::clone(storage.cluster()))?;
+        let (provider, gateway) = payment_provider(&settings.payments).await?;
+        let booking = Arc::new(Booking::new(
+            storage.clone(),
+            provider,
+            settings.booking.clone(),
+            metrics.registry(),
+        )?);
         let state = Arc::new(AppState {
             storage,
             search,
@@ -109,6 +159,7 @@ impl Application {
             metrics: metrics.clone(),
             admin_token: settings.admin.token.clone(),
             cache,
+            booking,
             turnaround_minutes: settings.catalog.turnaround_minutes,
             horizon_days: settings.catalog.horizon_days,
         });
@@ -169,6 +220,7 @@ impl Application {
             .data(Arc::clone(&state))
             .data(BodyLimit(http.max_body_bytes));
         let endpoint = edge::wrap(app.into_endpoint(), edge).boxed();
+        let sweeper = sweeper::spawn(Arc::clone(&state));
 
         Ok(Self {
             addr: bound,
@@ -177,6 +229,8 @@ impl Application {
             grace: Duration::from_secs(http.shutdown_grace_seconds),
             state,
             refresher,
+            sweeper,
+            _gateway: gateway,
         })
     }
 
@@ -199,6 +253,7 @@ impl Application {
             .run_with_graceful_shutdown(self.endpoint, shutdown, Some(self.grace))
             .await;
         self.refresher.abort();
+        self.sweeper.abort();
         served
     }
 }

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use marquee_booking::Booking;
 use marquee_search::MovieIndex;
 use marquee_storage::Storage;
 use secrecy::SecretString;
@@ -17,6 +18,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub admin_token: SecretString,
     pub cache: Arc<Cache>,
+    pub booking: Arc<Booking>,
     pub turnaround_minutes: u32,
     pub horizon_days: u32,
 }

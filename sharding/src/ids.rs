@@ -5,13 +5,12 @@
 //! starts with the 8-byte routing hash of its parent (the movie), so
 //! routing it is one array read, and a movie pinned to a dedicated node
 //! takes its children along, since overrides are keyed by that hash. The
-//! other 8 bytes are a millisecond timestamp and randomness, keeping ids of
-//! one parent roughly time-ordered in their index.
+//! other 8 bytes are random: a release-night storm creates thousands of
+//! holds and orders of one movie per second, and 64 random bits keep their
+//! ids apart where a timestamp would leave too few bits for randomness.
 //!
 //! Scoped ids are valid UUID strings but not RFC 9562 versions: every bit
 //! of the prefix is needed for routing.
-
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
@@ -24,16 +23,22 @@ pub fn route_hash(id: Uuid) -> u64 {
 
 /// A new id routed with `parent`.
 pub fn scoped(parent: Uuid) -> Uuid {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis());
     let random = Uuid::new_v4();
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&route_hash(parent).to_be_bytes());
-    // 48 bits of milliseconds last until the year 10889.
-    let millis = (millis as u64).to_be_bytes();
-    bytes[8..14].copy_from_slice(&millis[2..]);
-    bytes[14..].copy_from_slice(&random.as_bytes()[..2]);
+    // Bytes 6 and 8 of a v4 UUID carry its version and variant bits.
+    bytes[8..12].copy_from_slice(&random.as_bytes()[..4]);
+    bytes[12..].copy_from_slice(&random.as_bytes()[12..]);
+    Uuid::from_bytes(bytes)
+}
+
+/// A new id routed with the same parent as `sibling`, for children of
+/// children (an order of a hold) whose parent id is not at hand.
+pub fn sibling(sibling: Uuid) -> Uuid {
+    let random = Uuid::new_v4();
+    let mut bytes = *sibling.as_bytes();
+    bytes[8..12].copy_from_slice(&random.as_bytes()[..4]);
+    bytes[12..].copy_from_slice(&random.as_bytes()[12..]);
     Uuid::from_bytes(bytes)
 }
 
@@ -78,13 +83,14 @@ mod tests {
     }
 
     #[test]
-    fn scoped_ids_of_one_parent_are_distinct_and_time_ordered() {
+    fn scoped_ids_of_one_parent_are_distinct() {
         let movie = Uuid::now_v7();
-        let first = scoped(movie);
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let second = scoped(movie);
-        assert_ne!(first, second);
-        assert!(first < second);
-        assert!(!is_scoped_to(first, Uuid::now_v7()));
+        let ids: std::collections::HashSet<Uuid> = (0..100_000).map(|_| scoped(movie)).collect();
+        assert_eq!(ids.len(), 100_000);
+        assert!(ids.iter().all(|id| is_scoped_to(*id, movie)));
+        assert!(!is_scoped_to(scoped(movie), Uuid::now_v7()));
+        let hold = scoped(movie);
+        assert!(is_scoped_to(sibling(hold), movie));
+        assert_ne!(sibling(hold), hold);
     }
 }

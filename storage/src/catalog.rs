@@ -697,6 +697,14 @@ impl Storage {
                     "showtime {id} has {taken} seats held or sold; cancel those bookings first"
                 )));
             }
+            let orders = showtimes::orders_placed(&transaction, id)
+                .await
+                .map_err(|err| rejected(server, err))?;
+            if orders > 0 {
+                return Err(Error::Conflict(format!(
+                    "showtime {id} has {orders} orders on record; it can be rescheduled but not deleted"
+                )));
+            }
             showtimes::delete(&transaction, id)
                 .await
                 .map_err(|err| rejected(server, err))?;

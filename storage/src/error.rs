@@ -62,6 +62,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not touch this booking.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("demo data in {path} is unreadable: {reason}")]
     DemoData { path: String, reason: String },
 }

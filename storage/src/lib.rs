@@ -7,6 +7,9 @@
 //!   shard of the theater's id.
 //! - [`showtimes`]: showtimes and seat states, with their movie.
 //! - [`layout`]: seat layouts and their validation.
+//! - [`seating`]: choosing the best adjacent seats.
+//! - [`holds`]: seat holds under optimistic or pessimistic locking.
+//! - [`orders`]: orders, payments, tickets and idempotency keys.
 //! - [`outbox`]: domain events written with each change.
 //! - [`movie_data`]: all of one movie's rows, as a unit that moves.
 //! - [`moves`]: moving one movie's data to another node while it serves.
@@ -18,13 +21,16 @@ mod catalog;
 pub mod demo;
 pub mod demo_places;
 mod error;
+pub mod holds;
 pub mod layout;
 pub mod migrations;
 pub mod moves;
 pub mod movie_data;
 pub mod movies;
+pub mod orders;
 pub mod outbox;
 pub mod rebalance;
+pub mod seating;
 pub mod showtimes;
 mod store;
 pub mod theaters;

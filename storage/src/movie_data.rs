@@ -1,7 +1,8 @@
 //! Everything stored for one movie, as a unit that moves between nodes:
-//! the movie row, its showtimes and their seat states, with the layout
-//! snapshots they reference. Rows travel as JSON of the table's own row
-//! type, so a column added by a migration moves without code changes.
+//! the movie row, its showtimes, seat states, holds, orders, tickets,
+//! payments and idempotency keys, with the layout snapshots they
+//! reference. Rows travel as JSON of the table's own row type, so a column
+//! added by a migration moves without code changes.
 
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
@@ -13,6 +14,13 @@ const TABLES: &[(&str, &str, &str)] = &[
     ("movies", "id", "id"),
     ("showtimes", "movie_id", "id"),
     ("seat_states", "movie_id", "showtime_id, seat"),
+    ("seat_row_locks", "movie_id", "showtime_id, row_label"),
+    ("showtime_customers", "movie_id", "showtime_id, customer"),
+    ("holds", "movie_id", "id"),
+    ("orders", "movie_id", "id"),
+    ("tickets", "movie_id", "id"),
+    ("payments", "movie_id", "id"),
+    ("idempotency_keys", "movie_id", "key"),
 ];
 
 /// A movie's rows on one node: the layouts it references, then one JSON

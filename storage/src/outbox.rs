@@ -30,6 +30,26 @@ pub async fn record(
     Ok(())
 }
 
+/// Records an event that carries what its consumers need, such as the
+/// contact details a confirmation is sent to.
+pub async fn record_payload(
+    client: &impl GenericClient,
+    aggregate: &str,
+    id: Uuid,
+    event: &str,
+    payload: &serde_json::Value,
+) -> Result<(), tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "insert into outbox (aggregate, aggregate_id, event, payload) values ($1, $2, $3, $4)",
+        )
+        .await?;
+    client
+        .execute(&statement, &[&aggregate, &id, &event, payload])
+        .await?;
+    Ok(())
+}
+
 /// Events after `after`, in sequence order.
 pub async fn after(
     client: &impl GenericClient,

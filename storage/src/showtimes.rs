@@ -43,7 +43,8 @@ pub struct Showtime {
 
 const COLUMNS: &str = "s.id, s.movie_id, s.theater_id, s.screen_id, s.layout_id, s.starts_at, \
      s.ends_at, s.format, s.language, s.currency, s.prices, s.capacity, \
-     s.capacity - (select count(*) from seat_states x where x.showtime_id = s.id)::int4, \
+     s.capacity - (select count(*) from seat_states x where x.showtime_id = s.id \
+         and (x.state <> 'held' or x.expires_at > now()))::int4, \
      s.version, s.created_at, s.updated_at";
 
 fn from_row(row: &Row) -> Showtime {
@@ -192,17 +193,40 @@ pub async fn seats_taken(
 ) -> Result<i64, tokio_postgres::Error> {
     Ok(client
         .query_one(
-            "select count(*) from seat_states where showtime_id = $1 and state <> 'blocked'",
+            "select count(*) from seat_states where showtime_id = $1 and state <> 'blocked' \
+             and (state <> 'held' or expires_at > now())",
             &[&id],
         )
         .await?
         .get(0))
 }
 
+/// Orders ever placed for a showtime: their record outlives cancellation,
+/// so a showtime with any is kept.
+pub async fn orders_placed(
+    client: &impl GenericClient,
+    id: Uuid,
+) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one("select count(*) from orders where showtime_id = $1", &[&id])
+        .await?
+        .get(0))
+}
+
 pub async fn delete(client: &impl GenericClient, id: Uuid) -> Result<u64, tokio_postgres::Error> {
-    client
-        .execute("delete from seat_states where showtime_id = $1", &[&id])
-        .await?;
+    for table in [
+        "seat_states",
+        "seat_row_locks",
+        "showtime_customers",
+        "holds",
+    ] {
+        client
+            .execute(
+                &format!("delete from {table} where showtime_id = $1"),
+                &[&id],
+            )
+            .await?;
+    }
     let deleted = client
         .execute("delete from showtimes where id = $1", &[&id])
         .await?;
@@ -318,13 +342,16 @@ pub async fn count_of_movie(
         .get(0))
 }
 
-/// The seats of a showtime that are not free.
+/// The seats of a showtime that are not free; a lapsed hold's seats are.
 pub async fn seat_states(
     client: &impl GenericClient,
     id: Uuid,
 ) -> Result<BTreeMap<String, String>, tokio_postgres::Error> {
     let statement = client
-        .prepare_cached("select seat, state from seat_states where showtime_id = $1")
+        .prepare_cached(
+            "select seat, state from seat_states where showtime_id = $1 \
+             and (state <> 'held' or expires_at > now())",
+        )
         .await?;
     Ok(client
         .query(&statement, &[&id])

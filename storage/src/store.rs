@@ -1,11 +1,14 @@
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::{join_all, try_join_all};
-use marquee_sharding::{Cluster, NodeId, Placement, Routing, Server};
+use marquee_sharding::{ids, Cluster, NodeId, Placement, Routing, Server};
 use uuid::Uuid;
 
+use crate::layout::SeatLayout;
 use crate::migrations::{self, Migration};
 use crate::movies::{self, Movie, NewMovie};
+use crate::showtimes::{self, Showtime};
 use crate::Error;
 
 /// A node as the catalog's registry records it.
@@ -57,13 +60,95 @@ pub struct MigrationReport {
 pub struct Storage {
     cluster: Arc<Cluster>,
     schema: String,
+    /// Layout snapshots by content hash: immutable, so never stale.
+    layouts: Arc<std::sync::Mutex<HashMap<String, Arc<SeatLayout>>>>,
 }
+
+/// Distinct layouts are a few per screen; past this many the cache starts
+/// over rather than growing without bound.
+const LAYOUT_CACHE_LIMIT: usize = 10_000;
 
 impl Storage {
     pub fn new(cluster: Arc<Cluster>, schema: impl Into<String>) -> Self {
         Self {
             cluster,
             schema: schema.into(),
+            layouts: Arc::default(),
+        }
+    }
+
+    /// The layout a showtime is sold under.
+    pub(crate) async fn layout_of(&self, showtime: &Showtime) -> Result<Arc<SeatLayout>, Error> {
+        let cached = self
+            .layouts
+            .lock()
+            .map(|layouts| layouts.get(&showtime.layout_id).cloned())
+            .unwrap_or_default();
+        if let Some(layout) = cached {
+            return Ok(layout);
+        }
+        let server = &self
+            .cluster
+            .route_hash(ids::scoped_route_hash(showtime.id))?
+            .primary;
+        let layout = showtimes::layout(&server.get().await?, &showtime.layout_id)
+            .await
+            .map_err(|err| rejected(server, err))?
+            .ok_or(Error::NotFound {
+                what: "showtime",
+                id: showtime.id,
+            })?;
+        let layout = Arc::new(layout);
+        if let Ok(mut layouts) = self.layouts.lock() {
+            if layouts.len() >= LAYOUT_CACHE_LIMIT {
+                layouts.clear();
+            }
+            layouts.insert(showtime.layout_id.clone(), Arc::clone(&layout));
+        }
+        Ok(layout)
+    }
+
+    /// Runs `work` in one transaction on the node of `route` (a scoped id of
+    /// `movie`) with the movie locked against a move. A movie fenced there
+    /// has moved: the map is reloaded and the work retried on its new node,
+    /// so nothing is ever written on the wrong one.
+    pub(crate) async fn in_movie_transaction<T>(
+        &self,
+        route: Uuid,
+        movie: Uuid,
+        work: impl for<'t> Fn(
+            &'t deadpool_postgres::Transaction<'t>,
+        )
+            -> futures::future::BoxFuture<'t, Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, Error> {
+        let mut attempt = 0;
+        loop {
+            let server = &self
+                .cluster
+                .route_hash(ids::scoped_route_hash(route))?
+                .primary;
+            let mut client = server.get().await?;
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(|err| rejected(server, err))?;
+            if let Err(moved_to) = movies::lock_unfenced(&transaction, movie, false)
+                .await
+                .map_err(|err| rejected(server, err))?
+            {
+                drop(transaction);
+                self.after_stale_route(server, movie, moved_to, &mut attempt)
+                    .await?;
+                continue;
+            }
+            let value = work(&transaction)
+                .await
+                .map_err(|err| rejected(server, err))?;
+            transaction
+                .commit()
+                .await
+                .map_err(|err| rejected(server, err))?;
+            return Ok(value);
         }
     }
 

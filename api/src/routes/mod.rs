@@ -1,6 +1,7 @@
 //! The HTTP API, one module per resource. Handlers reach shared state through
 //! `Data<&Arc<AppState>>`, so the spec can be generated without a cluster.
 
+mod bookings;
 mod movies;
 mod ops;
 mod search;
@@ -11,6 +12,8 @@ mod theaters;
 use poem_openapi::auth::Bearer;
 use poem_openapi::{OpenApiService, SecurityScheme, Tags};
 use secrecy::ExposeSecret;
+
+pub(crate) use bookings::renderer;
 
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -27,6 +30,8 @@ enum ApiTags {
     Showtimes,
     /// Full-text search over the catalogue.
     Search,
+    /// Holds, orders, tickets and cancellations.
+    Booking,
     /// Catalogue management; requires the admin token.
     Admin,
     /// Shard map, node load and placement plans; requires the admin token.
@@ -40,6 +45,7 @@ pub type Service = OpenApiService<
         theaters::TheatersApi,
         showtimes::ShowtimesApi,
         search::SearchApi,
+        bookings::BookingsApi,
         shards::ShardsApi,
         shards::PlacementApi,
     ),
@@ -80,6 +86,7 @@ pub fn service(server: &str) -> Service {
             theaters::TheatersApi,
             showtimes::ShowtimesApi,
             search::SearchApi,
+            bookings::BookingsApi,
             shards::ShardsApi,
             shards::PlacementApi,
         ),

@@ -47,12 +47,12 @@ pub async fn admin(
         .expect("answer")
 }
 
-async fn created(response: reqwest::Response) -> Value {
+pub async fn created(response: reqwest::Response) -> Value {
     assert_eq!(response.status().as_u16(), 201, "not created");
     response.json().await.expect("json")
 }
 
-fn id_of(value: &Value) -> Uuid {
+pub fn id_of(value: &Value) -> Uuid {
     value["id"].as_str().expect("id").parse().expect("uuid")
 }
 
@@ -101,7 +101,7 @@ pub fn later(days: i64, hour: u32) -> DateTime<Utc> {
         .and_utc()
 }
 
-async fn count(app: &TestApp, table: &str) -> i64 {
+pub async fn count(app: &TestApp, table: &str) -> i64 {
     let mut total = 0;
     for shard in &app.schema.settings.database.shards {
         let client = connect(&shard.primary).await.expect("connect");

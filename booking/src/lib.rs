@@ -1,0 +1,721 @@
+//! Buying seats: holds, the adaptive choice of seat locking, idempotent
+//! orders paid through a [`PaymentProvider`], signed tickets, cancellation
+//! with refunds, and the sweepers that keep all of it honest after
+//! timeouts and crashes.
+//!
+//! The rules that must hold under any interleaving (a seat sold once, an
+//! order confirmed only with its seats) live in the storage layer's
+//! transactions; this crate decides what to ask of them and of the
+//! provider, in which order, and what to tell the customer.
+
+mod error;
+pub mod locking;
+pub mod settings;
+pub mod tickets;
+
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::Utc;
+use marquee_payments::{AuthorizeRequest, PaymentError, PaymentProvider, PaymentState};
+use marquee_sharding::ids;
+use marquee_storage::holds::{Hold, LockPolicy, LockState, NewHold, SeatChoice};
+use marquee_storage::orders::{
+    BeginOrder, Begun, Cancellation, Cancelled, KeyOutcome, NewTicket, Order, Ticket,
+};
+use marquee_storage::Storage;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+pub use error::Error;
+pub use locking::{Controller, Observed};
+pub use settings::Settings;
+pub use tickets::{TicketClaims, TicketSigner};
+
+/// Renders the responses stored with an idempotency key, so a replay
+/// answers exactly what the first request did.
+pub trait Render: Send + Sync {
+    /// The body of a confirmed order (201).
+    fn order(&self, order: &Order) -> Value;
+    /// A problem+json body.
+    fn problem(&self, status: u16, slug: &str, detail: &str) -> Value;
+}
+
+/// An order request's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    /// Answered from the idempotency key's record.
+    pub replayed: bool,
+}
+
+/// Who is asking about a booking.
+#[derive(Debug, Clone, Copy)]
+pub enum Access<'a> {
+    /// The customer, by the booking token the hold was created with.
+    Token(&'a str),
+    /// Staff, who may see and cancel anything.
+    Admin,
+}
+
+/// What an order asks to pay with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRequest {
+    pub hold_id: Uuid,
+    /// `card`; wallets arrive with their providers.
+    pub method: String,
+    /// A token from the provider's card form, never a card number.
+    pub token: String,
+}
+
+#[derive(Debug)]
+pub struct Booking {
+    storage: Storage,
+    provider: Arc<dyn PaymentProvider>,
+    settings: Settings,
+    locking: Controller,
+    signer: TicketSigner,
+    random: SystemRandom,
+}
+
+/// SHA-256 of a secret, as stored.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    digest::digest(&digest::SHA256, token.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+/// Whether a payment token is in fact a card number, which must never be
+/// accepted, stored or logged.
+pub fn looks_like_card_number(text: &str) -> bool {
+    let digits = text.chars().filter(char::is_ascii_digit).count();
+    (12..=19).contains(&digits)
+        && text
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
+}
+
+impl Booking {
+    /// Registers the booking metrics in `registry`.
+    pub fn new(
+        storage: Storage,
+        provider: Arc<dyn PaymentProvider>,
+        settings: Settings,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, Error> {
+        let locking = Controller::new(settings.locking.clone(), registry)?;
+        let signer = TicketSigner::from_secret(&settings.ticket_signing_secret);
+        Ok(Self {
+            storage,
+            provider,
+            settings,
+            locking,
+            signer,
+            random: SystemRandom::new(),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Whether configured peak hours are on at `now`.
+    pub fn is_peak(&self, now: chrono::DateTime<Utc>) -> bool {
+        self.locking.is_peak(now)
+    }
+
+    pub fn signer(&self) -> &TicketSigner {
+        &self.signer
+    }
+
+    fn new_token(&self) -> Result<String, Error> {
+        let mut bytes = [0u8; 32];
+        self.random
+            .fill(&mut bytes)
+            .map_err(|_| Error::Settings("the system random source failed".to_owned()))?;
+        Ok(format!("bk_{}", URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Holds seats for a customer; the hold and the booking token that
+    /// proves ownership of it and of the order it becomes.
+    pub async fn hold(
+        &self,
+        showtime: Uuid,
+        customer: &str,
+        choice: &SeatChoice,
+    ) -> Result<(Hold, String), Error> {
+        let count = choice.count();
+        if count == 0 || count > self.settings.max_seats_per_hold {
+            return Err(marquee_storage::Error::Invalid {
+                detail: format!(
+                    "a hold is for 1 to {} seats",
+                    self.settings.max_seats_per_hold
+                ),
+                fields: vec![(
+                    match choice {
+                        SeatChoice::Seats(_) => "seats",
+                        SeatChoice::Best(_) => "best_available.count",
+                    }
+                    .to_owned(),
+                    format!("1 to {} seats", self.settings.max_seats_per_hold),
+                )],
+            }
+            .into());
+        }
+        let token = self.new_token()?;
+        let hash = token_hash(&token);
+        let customer = customer.trim().to_lowercase();
+        let now = Utc::now();
+        let new = NewHold {
+            showtime_id: showtime,
+            customer: &customer,
+            token_hash: &hash,
+            choice,
+            ttl: std::time::Duration::from_secs(self.settings.hold_ttl_seconds),
+            per_customer: self.settings.max_seats_per_customer,
+            peak: self.locking.is_peak(now),
+            attempts: self.settings.locking.optimistic_attempts,
+        };
+        let (result, contention) = match self.storage.place_hold(&new).await {
+            Ok(claim) => (Ok(claim.hold), claim.contention),
+            Err(refused) => (Err(refused.error), refused.contention),
+        };
+        if contention.attempts > 0 {
+            let held = result.is_ok();
+            if let Some(to) = self.locking.record(showtime, &contention, held, now) {
+                match self.storage.switch_lock_mode(showtime, to).await {
+                    Ok(true) => {
+                        self.locking.switched(to);
+                        tracing::info!(%showtime, mode = to.as_str(), "seat locking switched");
+                    }
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::warn!(%showtime, error = %err, "could not switch seat locking");
+                    }
+                }
+            }
+        }
+        Ok((result?, token))
+    }
+
+    /// A hold, to its owner.
+    pub async fn hold_of(&self, id: Uuid, token: &str) -> Result<Hold, Error> {
+        let hold = self
+            .storage
+            .hold(id)
+            .await?
+            .ok_or(marquee_storage::Error::NotFound { what: "hold", id })?;
+        if hold.token_hash != token_hash(token) {
+            return Err(marquee_storage::Error::Forbidden(format!(
+                "hold {id} belongs to another booking; send the booking token it was created with"
+            ))
+            .into());
+        }
+        Ok(hold)
+    }
+
+    pub async fn extend_hold(&self, id: Uuid, token: &str) -> Result<Hold, Error> {
+        Ok(self
+            .storage
+            .extend_hold(
+                id,
+                &token_hash(token),
+                std::time::Duration::from_secs(self.settings.hold_extension_seconds),
+            )
+            .await?)
+    }
+
+    pub async fn release_hold(&self, id: Uuid, token: &str) -> Result<(), Error> {
+        Ok(self.storage.release_hold(id, &token_hash(token)).await?)
+    }
+
+    /// A showtime's locking as stored, with what this instance saw of it.
+    pub async fn locking(&self, showtime: Uuid) -> Result<(LockState, Observed), Error> {
+        let state = self.storage.lock_state(showtime).await?;
+        Ok((state, self.locking.observed(showtime)))
+    }
+
+    pub async fn set_locking(
+        &self,
+        showtime: Uuid,
+        policy: LockPolicy,
+    ) -> Result<(LockState, Observed), Error> {
+        let state = self.storage.set_lock_policy(showtime, policy).await?;
+        Ok((state, self.locking.observed(showtime)))
+    }
+
+    /// Places an order for a hold under an idempotency key: pays, then
+    /// confirms in one shard transaction. The same key with the same
+    /// request answers what the first one did.
+    pub async fn place_order(
+        &self,
+        key: &str,
+        request: &OrderRequest,
+        token: &str,
+        render: &dyn Render,
+    ) -> Result<Reply, Error> {
+        if request.method != "card" {
+            return Err(marquee_storage::Error::Invalid {
+                detail: format!(
+                    "payment method {:?} is not accepted; use \"card\" with a card token",
+                    request.method
+                ),
+                fields: vec![(
+                    "payment.method".to_owned(),
+                    "only card payments are accepted".to_owned(),
+                )],
+            }
+            .into());
+        }
+        if looks_like_card_number(&request.token) {
+            return Err(marquee_storage::Error::Invalid {
+                detail: "card numbers are never accepted; send the token the card form returns"
+                    .to_owned(),
+                fields: vec![(
+                    "payment.token".to_owned(),
+                    "a card token such as tok_visa, not a card number".to_owned(),
+                )],
+            }
+            .into());
+        }
+        let booking_token = token_hash(token);
+        let request_hash = digest::digest(
+            &digest::SHA256,
+            format!(
+                "{}\n{}\n{}\n{}",
+                request.hold_id,
+                request.method,
+                request.token,
+                URL_SAFE_NO_PAD.encode(&booking_token)
+            )
+            .as_bytes(),
+        );
+        let begun = self
+            .storage
+            .begin_order(&BeginOrder {
+                key,
+                request_hash: request_hash.as_ref(),
+                order_id: ids::sibling(request.hold_id),
+                hold_id: request.hold_id,
+                token_hash: &booking_token,
+                payment_method: &request.method,
+                provider: self.provider.name(),
+                payment_window: std::time::Duration::from_secs(
+                    self.settings.payment_window_seconds,
+                ),
+            })
+            .await?;
+        match begun {
+            Begun::Replay { status, body } => Ok(Reply {
+                status,
+                body,
+                replayed: true,
+            }),
+            Begun::InFlight { .. } => Err(Error::KeyInFlight(key.to_owned())),
+            Begun::Mismatch => Err(Error::KeyReused(key.to_owned())),
+            Begun::Started(order) => self.pay(*order, &request.token, render).await,
+        }
+    }
+
+    async fn pay(&self, order: Order, token: &str, render: &dyn Render) -> Result<Reply, Error> {
+        let authorization = self
+            .storage
+            .record_payment(
+                &order,
+                ids::sibling(order.id),
+                "authorization",
+                order.amount,
+            )
+            .await?;
+        let authorized = self
+            .provider
+            .authorize(&AuthorizeRequest {
+                reference: order.id.to_string(),
+                token: token.to_owned(),
+                amount: order.amount,
+                currency: order.currency.clone(),
+                idempotency_key: authorization.id.to_string(),
+            })
+            .await;
+        let authorized = match authorized {
+            Ok(authorized) => Ok(authorized.id),
+            Err(PaymentError::Timeout | PaymentError::Unavailable(_)) => {
+                // The outcome is unknown: ask the provider what happened.
+                match self.provider.find(&order.id.to_string()).await {
+                    Ok(Some(record))
+                        if matches!(
+                            record.state,
+                            PaymentState::Authorized | PaymentState::Captured
+                        ) =>
+                    {
+                        Ok(record.id)
+                    }
+                    _ => Err(PaymentError::Unavailable(
+                        "no answer to the authorization".to_owned(),
+                    )),
+                }
+            }
+            Err(other) => Err(other),
+        };
+        let authorization_id = match authorized {
+            Ok(id) => {
+                self.storage
+                    .settle_payment(&order, authorization.id, true, Some(&id), None)
+                    .await?;
+                id
+            }
+            Err(error) => {
+                self.storage
+                    .settle_payment(
+                        &order,
+                        authorization.id,
+                        false,
+                        None,
+                        Some(&error.to_string()),
+                    )
+                    .await?;
+                return self.refuse_payment(&order, &error, render).await;
+            }
+        };
+        let capture = self
+            .storage
+            .record_payment(&order, ids::sibling(order.id), "capture", order.amount)
+            .await?;
+        let captured = match self
+            .provider
+            .capture(&authorization_id, order.amount, &capture.id.to_string())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(PaymentError::Timeout | PaymentError::Unavailable(_)) => {
+                match self.provider.find(&order.id.to_string()).await {
+                    Ok(Some(record)) if record.state == PaymentState::Captured => Ok(()),
+                    _ => Err(PaymentError::Unavailable(
+                        "no answer to the capture".to_owned(),
+                    )),
+                }
+            }
+            Err(other) => Err(other),
+        };
+        if let Err(error) = captured {
+            self.storage
+                .settle_payment(&order, capture.id, false, None, Some(&error.to_string()))
+                .await?;
+            if let Err(void) = self
+                .provider
+                .void(&authorization_id, &format!("{}-void", order.id))
+                .await
+            {
+                tracing::warn!(order = %order.id, error = %void, "could not void an authorization; it lapses at the provider");
+            }
+            return self.refuse_payment(&order, &error, render).await;
+        }
+        self.storage
+            .settle_payment(&order, capture.id, true, Some(&authorization_id), None)
+            .await?;
+        self.confirm(order, &authorization_id, render).await
+    }
+
+    /// Closes an order whose payment did not go through. The hold goes back
+    /// to the customer, who may pay again with another card.
+    async fn refuse_payment(
+        &self,
+        order: &Order,
+        error: &PaymentError,
+        render: &dyn Render,
+    ) -> Result<Reply, Error> {
+        let (status, slug) = match error {
+            PaymentError::Declined { .. } => (402, "payment-declined"),
+            PaymentError::Rejected(_) => (422, "payment-rejected"),
+            PaymentError::Timeout | PaymentError::Unavailable(_) => {
+                self.storage
+                    .fail_order(order, &error.to_string(), &KeyOutcome::Forget)
+                    .await?;
+                return Err(Error::PaymentUnavailable(error.to_string()));
+            }
+        };
+        let detail = format!(
+            "the payment was not accepted: {error}; the seats stay held until the hold expires, so another card may be tried"
+        );
+        let body = render.problem(status, slug, &detail);
+        self.storage
+            .fail_order(
+                order,
+                &error.to_string(),
+                &KeyOutcome::Done {
+                    status,
+                    body: body.clone(),
+                },
+            )
+            .await?;
+        Ok(Reply {
+            status,
+            body,
+            replayed: false,
+        })
+    }
+
+    /// Confirms a paid order; refunds it when its seats were lost.
+    async fn confirm(
+        &self,
+        order: Order,
+        authorization: &str,
+        render: &dyn Render,
+    ) -> Result<Reply, Error> {
+        let tickets: Vec<NewTicket> = order
+            .seats
+            .iter()
+            .zip(&order.prices)
+            .map(|(seat, price)| {
+                let id = ids::sibling(order.id);
+                NewTicket {
+                    id,
+                    seat: seat.clone(),
+                    price: *price,
+                    code: self.signer.sign(&TicketClaims {
+                        ticket: id,
+                        order: order.id,
+                        showtime: order.showtime_id,
+                        seat: seat.clone(),
+                    }),
+                }
+            })
+            .collect();
+        let mut view = order.clone();
+        view.status = "confirmed".to_owned();
+        view.confirmed_at = Some(Utc::now());
+        view.payment_ref = Some(authorization.to_owned());
+        view.tickets = tickets
+            .iter()
+            .map(|ticket| Ticket {
+                id: ticket.id,
+                seat: ticket.seat.clone(),
+                price: ticket.price,
+                code: ticket.code.clone(),
+                status: "valid".to_owned(),
+                refunded: 0,
+            })
+            .collect();
+        let body = render.order(&view);
+        let event = json!({
+            "order_id": order.id,
+            "customer": order.customer,
+            "showtime_id": order.showtime_id,
+            "movie_id": order.movie_id,
+            "seats": order.seats,
+            "amount": order.amount,
+            "currency": order.currency,
+        });
+        if self
+            .storage
+            .confirm_order(&order, &tickets, 201, &body, &event)
+            .await?
+            .is_some()
+        {
+            return Ok(Reply {
+                status: 201,
+                body,
+                replayed: false,
+            });
+        }
+        let refund = self
+            .storage
+            .record_payment(&order, ids::sibling(order.id), "refund", order.amount)
+            .await?;
+        self.send_refund(&order, authorization, refund.id, order.amount)
+            .await?;
+        let body = render.problem(
+            409,
+            "seats-lost",
+            "the hold expired before the payment finished and its seats could not be kept; the payment was refunded in full",
+        );
+        self.storage
+            .fail_order(
+                &order,
+                "seats lost after capture; refunded",
+                &KeyOutcome::Done {
+                    status: 409,
+                    body: body.clone(),
+                },
+            )
+            .await?;
+        Ok(Reply {
+            status: 409,
+            body,
+            replayed: false,
+        })
+    }
+
+    /// An order, to its owner or to staff.
+    pub async fn order(&self, id: Uuid, access: Access<'_>) -> Result<Order, Error> {
+        let order = self
+            .storage
+            .order(id)
+            .await?
+            .ok_or(marquee_storage::Error::NotFound { what: "order", id })?;
+        if let Access::Token(token) = access {
+            if order.token_hash != token_hash(token) {
+                return Err(marquee_storage::Error::Forbidden(format!(
+                    "order {id} belongs to another booking; send the booking token it was made with"
+                ))
+                .into());
+            }
+        }
+        Ok(order)
+    }
+
+    /// Cancels some or all seats of an order and refunds by the policy
+    /// tier, or by `refund_percent` (default 100) when staff cancel.
+    pub async fn cancel(
+        &self,
+        id: Uuid,
+        access: Access<'_>,
+        seats: Option<&[String]>,
+        refund_percent: Option<u32>,
+    ) -> Result<Cancelled, Error> {
+        let order = self.order(id, access).await?;
+        let showtime = self.storage.showtime(order.showtime_id).await?.ok_or(
+            marquee_storage::Error::NotFound {
+                what: "showtime",
+                id: order.showtime_id,
+            },
+        )?;
+        let minutes_before = (showtime.schedule.starts_at - Utc::now()).num_minutes();
+        let (percent, hash) = match access {
+            Access::Admin => (refund_percent.unwrap_or(100).min(100), None),
+            Access::Token(token) => {
+                let percent = self
+                    .settings
+                    .cancellation
+                    .refund_percent(minutes_before)
+                    .ok_or_else(|| {
+                        marquee_storage::Error::Conflict(format!(
+                            "bookings can be cancelled until {} minutes before the show; this one starts in {minutes_before}",
+                            self.settings.cancellation.cutoff_minutes
+                        ))
+                    })?;
+                (percent, Some(token_hash(token)))
+            }
+        };
+        let cancelled = self
+            .storage
+            .cancel_order(&Cancellation {
+                order_id: id,
+                token_hash: hash.as_deref(),
+                seats,
+                refund_percent: percent,
+                refund_id: ids::sibling(id),
+            })
+            .await?;
+        if let (Some(refund), Some(reference)) = (&cancelled.refund, order.payment_ref.as_deref()) {
+            self.send_refund(&cancelled.order, reference, refund.id, refund.amount)
+                .await?;
+            return Ok(Cancelled {
+                order: self.order(id, Access::Admin).await?,
+                refund: self
+                    .storage
+                    .payments(id)
+                    .await?
+                    .into_iter()
+                    .find(|payment| payment.id == refund.id),
+                seats: cancelled.seats,
+            });
+        }
+        Ok(cancelled)
+    }
+
+    /// Asks the provider for a recorded refund. A refund the provider does
+    /// not confirm stays pending and the sweeper asks again with the same
+    /// idempotency key, so it is paid exactly once.
+    async fn send_refund(
+        &self,
+        order: &Order,
+        reference: &str,
+        payment: Uuid,
+        amount: i64,
+    ) -> Result<(), Error> {
+        match self
+            .provider
+            .refund(reference, amount, &payment.to_string())
+            .await
+        {
+            Ok(refund) => {
+                self.storage
+                    .settle_payment(order, payment, true, Some(&refund.id), None)
+                    .await?;
+            }
+            Err(PaymentError::Timeout | PaymentError::Unavailable(_)) => {
+                tracing::warn!(order = %order.id, %payment, "refund not confirmed yet; it will be retried");
+            }
+            Err(error) => {
+                tracing::error!(order = %order.id, %payment, error = %error, "the provider refused a refund");
+                self.storage
+                    .settle_payment(order, payment, false, None, Some(&error.to_string()))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the seats of lapsed holds back; the showtimes that changed.
+    pub async fn expire_holds(&self) -> Result<Vec<Uuid>, Error> {
+        Ok(self.storage.expire_holds().await?)
+    }
+
+    /// Finishes orders left pending by a crash or a hung request: asks the
+    /// provider what happened, then confirms a captured payment whose seats
+    /// are still held, refunds one whose seats are gone, voids a bare
+    /// authorization, and retries unconfirmed refunds. The orders settled.
+    pub async fn recover(&self, render: &dyn Render) -> Result<usize, Error> {
+        let age = std::time::Duration::from_secs(self.settings.recovery_after_seconds);
+        let mut settled = 0;
+        for order in self.storage.stale_orders(age).await? {
+            let record = match self.provider.find(&order.id.to_string()).await {
+                Ok(record) => record,
+                Err(err) => {
+                    tracing::warn!(order = %order.id, error = %err, "provider unreachable; recovery retries later");
+                    continue;
+                }
+            };
+            match record {
+                Some(record) if record.state == PaymentState::Captured => {
+                    self.confirm(order, &record.id, render).await?;
+                }
+                Some(record) if record.state == PaymentState::Authorized => {
+                    if let Err(err) = self
+                        .provider
+                        .void(&record.id, &format!("{}-void", order.id))
+                        .await
+                    {
+                        tracing::warn!(order = %order.id, error = %err, "could not void an abandoned authorization");
+                        continue;
+                    }
+                    self.storage
+                        .fail_order(
+                            &order,
+                            "abandoned before capture; authorization voided",
+                            &KeyOutcome::Forget,
+                        )
+                        .await?;
+                }
+                _ => {
+                    self.storage
+                        .fail_order(&order, "abandoned before payment", &KeyOutcome::Forget)
+                        .await?;
+                }
+            }
+            settled += 1;
+        }
+        for (payment, order) in self.storage.pending_refunds(age).await? {
+            if let Some(reference) = order.payment_ref.as_deref() {
+                self.send_refund(&order, reference, payment.id, payment.amount)
+                    .await?;
+            }
+        }
+        Ok(settled)
+    }
+}
