@@ -790,3 +790,216 @@ async fn contention_switches_a_showtime_to_pessimistic_and_admins_see_it() {
         .expect("answer");
     assert!(bad.status().is_client_error());
 }
+
+/// Responses as the recovery sweeper stores them; their shape is the API's
+/// business, not the sweeper's.
+struct Plain;
+
+impl marquee_booking::Render for Plain {
+    fn order(&self, order: &marquee_storage::orders::Order) -> Value {
+        json!({"id": order.id, "status": order.status})
+    }
+
+    fn problem(&self, status: u16, slug: &str, detail: &str) -> Value {
+        json!({"status": status, "type": slug, "detail": detail})
+    }
+}
+
+#[tokio::test]
+async fn a_payment_captured_before_a_crash_is_confirmed_or_refunded_by_recovery() {
+    use marquee_payments::{
+        AuthorizeRequest, GatewayConfig, PaymentProvider, PaymentState, SandboxCardConfig,
+        SandboxCardProvider, SandboxGateway,
+    };
+    use marquee_storage::orders::{BeginOrder, Begun};
+
+    let app = spawn_app().await;
+    let (showtime, _) = show(&app, 2, 6).await;
+    let gateway = SandboxGateway::new(GatewayConfig::new("sk_test_recovery"))
+        .start("127.0.0.1:0")
+        .await
+        .expect("gateway");
+    let provider = Arc::new(SandboxCardProvider::new(SandboxCardConfig {
+        base_url: gateway.url(),
+        secret_key: secrecy::SecretString::from("sk_test_recovery".to_owned()),
+        timeout: Duration::from_secs(2),
+    }));
+    let settings = marquee_booking::Settings {
+        recovery_after_seconds: 0,
+        ..marquee_booking::Settings::default()
+    };
+    let booking = marquee_booking::Booking::new(
+        app.state.storage.clone(),
+        provider.clone(),
+        settings,
+        &prometheus::Registry::new(),
+    )
+    .expect("booking");
+
+    // Two purchases get as far as a captured payment, then the instance
+    // dies before confirming either.
+    let mut orders = Vec::new();
+    for (email, seat) in [("kept@example.com", "A-3"), ("lost@example.com", "B-3")] {
+        let choice = SeatChoice::Seats(vec![seat.to_owned()]);
+        let (hold, token) = booking.hold(showtime, email, &choice).await.expect("hold");
+        let token_hash = marquee_booking::token_hash(&token);
+        let begun = app
+            .state
+            .storage
+            .begin_order(&BeginOrder {
+                key: &Uuid::new_v4().to_string(),
+                request_hash: b"request",
+                order_id: marquee_sharding::ids::sibling(hold.id),
+                hold_id: hold.id,
+                token_hash: &token_hash,
+                payment_method: "card",
+                provider: provider.name(),
+                payment_window: Duration::from_secs(300),
+            })
+            .await
+            .expect("begin");
+        let Begun::Started(order) = begun else {
+            panic!("a new key starts an order")
+        };
+        let authorization = provider
+            .authorize(&AuthorizeRequest {
+                reference: order.id.to_string(),
+                token: "tok_visa".to_owned(),
+                amount: order.amount,
+                currency: order.currency.clone(),
+                idempotency_key: Uuid::new_v4().to_string(),
+            })
+            .await
+            .expect("authorized");
+        provider
+            .capture(&authorization.id, order.amount, &Uuid::new_v4().to_string())
+            .await
+            .expect("captured");
+        orders.push((*order, hold.id));
+    }
+    // The second purchase's seat is lost meanwhile, as if its hold had
+    // lapsed and the seat been sold to someone else.
+    on_every_shard(
+        &app,
+        &format!("delete from {{schema}}.seat_states where hold_id = '{}'", orders[1].1),
+    )
+    .await;
+
+    let settled = booking.recover(&Plain).await.expect("recovery runs");
+    assert_eq!(settled, 2);
+    let kept = app.state.storage.order(orders[0].0.id).await.expect("read").expect("order");
+    assert_eq!(kept.status, "confirmed");
+    assert_eq!(kept.tickets.len(), 1);
+    let lost = app.state.storage.order(orders[1].0.id).await.expect("read").expect("order");
+    assert_eq!(lost.status, "failed");
+    let record = provider
+        .find(&lost.id.to_string())
+        .await
+        .expect("gateway answers")
+        .expect("payment exists");
+    assert_eq!(record.state, PaymentState::Refunded);
+    assert_eq!(record.refunded, lost.amount);
+    let kept_record = provider
+        .find(&kept.id.to_string())
+        .await
+        .expect("gateway answers")
+        .expect("payment exists");
+    assert_eq!(kept_record.state, PaymentState::Captured);
+    assert_eq!(booking.recover(&Plain).await.expect("recovery runs"), 0, "nothing left to settle");
+}
+
+#[tokio::test]
+async fn bookings_made_while_their_movie_moves_all_survive_once_and_no_seat_sells_twice() {
+    let app = spawn_app_with(|settings| settings.database.pool.max_size = 16).await;
+    // 100 seats for 48 purchases of two.
+    let (showtime, movie) = show(&app, 10, 10).await;
+    let home = crate::helpers::home_of(&app, movie);
+    let away = ["shard-0", "shard-1", "shard-2"]
+        .into_iter()
+        .find(|node| *node != home)
+        .expect("another node")
+        .to_owned();
+    let buyers: Vec<_> = (0..24)
+        .map(|i| {
+            let booking = Arc::clone(&app.state.booking);
+            tokio::spawn(async move {
+                let mut confirmed = Vec::new();
+                for round in 0..2 {
+                    let email = format!("mover{i}r{round}@example.com");
+                    let choice = SeatChoice::Best(BestRequest {
+                        count: 2,
+                        wheelchair: 0,
+                    });
+                    // A request refused while the movie is fenced is retried,
+                    // as a client would on a 503.
+                    let mut placed = None;
+                    for _ in 0..50 {
+                        match booking.hold(showtime, &email, &choice).await {
+                            Ok(held) => {
+                                placed = Some(held);
+                                break;
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                    let Some((hold, token)) = placed else { continue };
+                    let key = Uuid::new_v4().to_string();
+                    let request = marquee_booking::OrderRequest {
+                        hold_id: hold.id,
+                        method: "card".to_owned(),
+                        token: "tok_visa".to_owned(),
+                    };
+                    for _ in 0..50 {
+                        match booking.place_order(&key, &request, &token, &Plain).await {
+                            Ok(reply) if reply.status == 201 => {
+                                let id: Uuid = reply.body["id"]
+                                    .as_str()
+                                    .and_then(|id| id.parse().ok())
+                                    .expect("order id");
+                                confirmed.push(id);
+                                break;
+                            }
+                            Ok(reply) => panic!("order refused: {}", reply.body),
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                }
+                confirmed
+            })
+        })
+        .collect();
+    for node in [&away, &home] {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let moved = crate::catalog::admin(
+            &app,
+            reqwest::Method::PUT,
+            &format!("/v1/admin/movies/{movie}/placement"),
+            json!({"node": node}),
+        )
+        .await;
+        assert_eq!(moved.status().as_u16(), 200, "move to {node}");
+    }
+    let mut orders = Vec::new();
+    for buyer in buyers {
+        orders.extend(buyer.await.expect("buyer"));
+    }
+    assert!(orders.len() >= 40, "only {} of 48 purchases completed", orders.len());
+    let mut seats = HashSet::new();
+    for id in &orders {
+        let order = app.state.storage.order(*id).await.expect("read").expect("order survived");
+        assert_eq!(order.status, "confirmed");
+        for ticket in &order.tickets {
+            assert!(seats.insert(ticket.seat.clone()), "{} sold twice", ticket.seat);
+        }
+    }
+    assert_eq!(
+        count_where(&app, "select count(*) from {schema}.orders where status = 'confirmed'").await,
+        orders.len() as i64,
+        "no order duplicated or left on the old node"
+    );
+    assert_eq!(
+        count_where(&app, "select count(*) from {schema}.seat_states where state = 'sold'").await,
+        seats.len() as i64
+    );
+    assert_eq!(crate::helpers::holders(&app, movie).await, vec![home]);
+}
