@@ -2,6 +2,12 @@
 //! request, wait for the answer and send the next, cycling through a list
 //! of paths, for a fixed time after a warm-up. Closed-loop clients model
 //! people waiting for a page, and report the latency they would see.
+//!
+//! - this file: the page-request loop behind `marquee-loadgen`, and the
+//!   client and percentiles every load shares.
+//! - [`storm`]: buyers racing for seats, behind `marquee-storm`.
+
+pub mod storm;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,17 +46,24 @@ struct Tally {
     errors: u64,
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
+/// A client that trusts the local cluster's certificate and keeps every
+/// idle connection, so no client waits for a handshake it has paid before.
+fn client_builder() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    Ok(reqwest::Client::builder()
+    reqwest::Client::builder()
         .use_rustls_tls()
         // The local cluster serves a self-signed development certificate.
         .danger_accept_invalid_certs(true)
         .pool_max_idle_per_host(usize::MAX)
         .timeout(Duration::from_secs(30))
-        .build()?)
 }
 
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(client_builder().build()?)
+}
+
+/// The nearest-rank percentile `p` (0 to 1) of microsecond samples sorted
+/// ascending, in milliseconds.
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;

@@ -37,4 +37,4 @@ pub mod theaters;
 
 pub use catalog::{MovieFilter, MoviePage, NewShowtimeRequest, ShowtimeChange};
 pub use error::Error;
-pub use store::{MigrationReport, NodeRecord, ShardMap, Storage};
+pub use store::{MigrationReport, NodeLoad, NodeRecord, ShardMap, Storage};

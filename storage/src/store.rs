@@ -49,6 +49,19 @@ impl ShardMap {
     }
 }
 
+/// Rows a shard primary holds and the bookings it confirms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeLoad {
+    pub node: NodeId,
+    pub movies: i64,
+    pub showtimes: i64,
+    /// Seats held, sold or blocked.
+    pub seat_states: i64,
+    pub orders: i64,
+    /// Orders confirmed over the last minute, per second.
+    pub bookings_per_second: f64,
+}
+
 /// What `migrate` did on each node.
 #[derive(Debug, Default)]
 pub struct MigrationReport {
@@ -319,16 +332,29 @@ impl Storage {
         Ok(())
     }
 
-    /// Movies stored on each shard primary, in shard order.
-    pub async fn movie_counts(&self) -> Result<Vec<(NodeId, i64)>, Error> {
+    /// What each shard primary holds and how busy it is, in shard order.
+    pub async fn node_loads(&self) -> Result<Vec<NodeLoad>, Error> {
         try_join_all(self.cluster.shards().iter().map(|shard| async move {
             let client = shard.primary.get().await?;
-            let count: i64 = client
-                .query_one("select count(*) from movies", &[])
+            let row = client
+                .query_one(
+                    "select (select count(*) from movies), (select count(*) from showtimes), \
+                         (select count(*) from seat_states), (select count(*) from orders), \
+                         (select count(*) from orders where status = 'confirmed' \
+                             and confirmed_at > now() - interval '60 seconds')",
+                    &[],
+                )
                 .await
-                .map_err(|err| rejected(&shard.primary, err))?
-                .get(0);
-            Ok::<_, Error>((shard.id().clone(), count))
+                .map_err(|err| rejected(&shard.primary, err))?;
+            let recent: i64 = row.get(4);
+            Ok::<_, Error>(NodeLoad {
+                node: shard.id().clone(),
+                movies: row.get(0),
+                showtimes: row.get(1),
+                seat_states: row.get(2),
+                orders: row.get(3),
+                bookings_per_second: recent as f64 / 60.0,
+            })
         }))
         .await
     }

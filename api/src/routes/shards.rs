@@ -30,6 +30,23 @@ struct NodeView {
     slots: u64,
     /// Movies stored on the node's primary.
     movies: i64,
+    showtimes: i64,
+    /// Seats held, sold or blocked.
+    seat_states: i64,
+    orders: i64,
+    /// Orders confirmed over the last minute, per second.
+    bookings_per_second: f64,
+}
+
+/// A node as a plan leaves it.
+#[derive(Debug, Object)]
+struct PlannedNode {
+    name: String,
+    weight: i32,
+    state: String,
+    slots: u64,
+    /// Movies the node would hold.
+    movies: i64,
 }
 
 /// The shard map in force and the load on each node.
@@ -125,7 +142,7 @@ struct Plan {
     movies_moving: u64,
     movies_total: u64,
     /// The map as it would be after the change.
-    nodes_after: Vec<NodeView>,
+    nodes_after: Vec<PlannedNode>,
 }
 
 fn slot_counts(placement: &Placement) -> BTreeMap<String, u64> {
@@ -147,20 +164,24 @@ impl ShardsApi {
     ) -> Result<Json<ShardMapView>, ApiError> {
         auth.check(&state)?;
         let map = state.storage.shard_map().await?;
-        let counts = state.storage.movie_counts().await?;
+        let loads = state.storage.node_loads().await?;
         let slots = slot_counts(&map.placement());
         let nodes = map
             .nodes
             .into_iter()
-            .map(|node| NodeView {
-                slots: slots.get(&node.name).copied().unwrap_or(0),
-                movies: counts
-                    .iter()
-                    .find(|(id, _)| id.as_str() == node.name)
-                    .map_or(0, |(_, count)| *count),
-                name: node.name,
-                weight: node.weight,
-                state: node.state,
+            .map(|node| {
+                let load = loads.iter().find(|load| load.node.as_str() == node.name);
+                NodeView {
+                    slots: slots.get(&node.name).copied().unwrap_or(0),
+                    movies: load.map_or(0, |load| load.movies),
+                    showtimes: load.map_or(0, |load| load.showtimes),
+                    seat_states: load.map_or(0, |load| load.seat_states),
+                    orders: load.map_or(0, |load| load.orders),
+                    bookings_per_second: load.map_or(0.0, |load| load.bookings_per_second),
+                    name: node.name,
+                    weight: node.weight,
+                    state: node.state,
+                }
             })
             .collect();
         Ok(Json(ShardMapView {
@@ -304,7 +325,7 @@ fn compute_plan(
         nodes_after: after_map
             .nodes
             .iter()
-            .map(|node| NodeView {
+            .map(|node| PlannedNode {
                 name: node.name.clone(),
                 weight: node.weight,
                 state: node.state.clone(),

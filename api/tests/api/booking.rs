@@ -154,6 +154,25 @@ async fn a_customer_holds_seats_pays_and_gets_signed_tickets() {
         .await
         .expect("json");
     assert_eq!(fetched["tickets"], order["tickets"]);
+
+    let map: Value = app
+        .client
+        .get(app.url("/v1/admin/shards"))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    let nodes = map["nodes"].as_array().expect("nodes");
+    let busy: Vec<&Value> = nodes
+        .iter()
+        .filter(|node| node["bookings_per_second"].as_f64() > Some(0.0))
+        .collect();
+    assert_eq!(busy.len(), 1, "one node confirmed the order: {map}");
+    assert_eq!(busy[0]["orders"], 1);
+    assert_eq!(busy[0]["seat_states"], 2);
 }
 
 #[tokio::test]
@@ -881,16 +900,31 @@ async fn a_payment_captured_before_a_crash_is_confirmed_or_refunded_by_recovery(
     // lapsed and the seat been sold to someone else.
     on_every_shard(
         &app,
-        &format!("delete from {{schema}}.seat_states where hold_id = '{}'", orders[1].1),
+        &format!(
+            "delete from {{schema}}.seat_states where hold_id = '{}'",
+            orders[1].1
+        ),
     )
     .await;
 
     let settled = booking.recover(&Plain).await.expect("recovery runs");
     assert_eq!(settled, 2);
-    let kept = app.state.storage.order(orders[0].0.id).await.expect("read").expect("order");
+    let kept = app
+        .state
+        .storage
+        .order(orders[0].0.id)
+        .await
+        .expect("read")
+        .expect("order");
     assert_eq!(kept.status, "confirmed");
     assert_eq!(kept.tickets.len(), 1);
-    let lost = app.state.storage.order(orders[1].0.id).await.expect("read").expect("order");
+    let lost = app
+        .state
+        .storage
+        .order(orders[1].0.id)
+        .await
+        .expect("read")
+        .expect("order");
     assert_eq!(lost.status, "failed");
     let record = provider
         .find(&lost.id.to_string())
@@ -905,7 +939,11 @@ async fn a_payment_captured_before_a_crash_is_confirmed_or_refunded_by_recovery(
         .expect("gateway answers")
         .expect("payment exists");
     assert_eq!(kept_record.state, PaymentState::Captured);
-    assert_eq!(booking.recover(&Plain).await.expect("recovery runs"), 0, "nothing left to settle");
+    assert_eq!(
+        booking.recover(&Plain).await.expect("recovery runs"),
+        0,
+        "nothing left to settle"
+    );
 }
 
 #[tokio::test]
@@ -942,7 +980,9 @@ async fn bookings_made_while_their_movie_moves_all_survive_once_and_no_seat_sell
                             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                         }
                     }
-                    let Some((hold, token)) = placed else { continue };
+                    let Some((hold, token)) = placed else {
+                        continue;
+                    };
                     let key = Uuid::new_v4().to_string();
                     let request = marquee_booking::OrderRequest {
                         hold_id: hold.id,
@@ -983,22 +1023,44 @@ async fn bookings_made_while_their_movie_moves_all_survive_once_and_no_seat_sell
     for buyer in buyers {
         orders.extend(buyer.await.expect("buyer"));
     }
-    assert!(orders.len() >= 40, "only {} of 48 purchases completed", orders.len());
+    assert!(
+        orders.len() >= 40,
+        "only {} of 48 purchases completed",
+        orders.len()
+    );
     let mut seats = HashSet::new();
     for id in &orders {
-        let order = app.state.storage.order(*id).await.expect("read").expect("order survived");
+        let order = app
+            .state
+            .storage
+            .order(*id)
+            .await
+            .expect("read")
+            .expect("order survived");
         assert_eq!(order.status, "confirmed");
         for ticket in &order.tickets {
-            assert!(seats.insert(ticket.seat.clone()), "{} sold twice", ticket.seat);
+            assert!(
+                seats.insert(ticket.seat.clone()),
+                "{} sold twice",
+                ticket.seat
+            );
         }
     }
     assert_eq!(
-        count_where(&app, "select count(*) from {schema}.orders where status = 'confirmed'").await,
+        count_where(
+            &app,
+            "select count(*) from {schema}.orders where status = 'confirmed'"
+        )
+        .await,
         orders.len() as i64,
         "no order duplicated or left on the old node"
     );
     assert_eq!(
-        count_where(&app, "select count(*) from {schema}.seat_states where state = 'sold'").await,
+        count_where(
+            &app,
+            "select count(*) from {schema}.seat_states where state = 'sold'"
+        )
+        .await,
         seats.len() as i64
     );
     assert_eq!(crate::helpers::holders(&app, movie).await, vec![home]);
