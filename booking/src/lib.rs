@@ -24,7 +24,7 @@ use marquee_payments::{AuthorizeRequest, PaymentError, PaymentProvider, PaymentS
 use marquee_sharding::ids;
 use marquee_storage::holds::{Hold, LockPolicy, LockState, NewHold, SeatChoice};
 use marquee_storage::orders::{
-    BeginOrder, Begun, Cancellation, Cancelled, KeyOutcome, NewTicket, Order, Ticket,
+    BeginOrder, Begun, Cancellation, Cancelled, KeyOutcome, NewTicket, Order, Paid, Ticket,
 };
 use marquee_storage::Storage;
 use serde_json::{json, Value};
@@ -294,6 +294,7 @@ impl Booking {
             )
             .as_bytes(),
         );
+        let authorization = ids::sibling(request.hold_id);
         let begun = self
             .storage
             .begin_order(&BeginOrder {
@@ -307,6 +308,7 @@ impl Booking {
                 payment_window: std::time::Duration::from_secs(
                     self.settings.payment_window_seconds,
                 ),
+                authorization_id: authorization,
             })
             .await?;
         match begun {
@@ -317,20 +319,20 @@ impl Booking {
             }),
             Begun::InFlight { .. } => Err(Error::KeyInFlight(key.to_owned())),
             Begun::Mismatch => Err(Error::KeyReused(key.to_owned())),
-            Begun::Started(order) => self.pay(*order, &request.token, render).await,
+            Begun::Started(order) => {
+                self.pay(*order, authorization, &request.token, render)
+                    .await
+            }
         }
     }
 
-    async fn pay(&self, order: Order, token: &str, render: &dyn Render) -> Result<Reply, Error> {
-        let authorization = self
-            .storage
-            .record_payment(
-                &order,
-                ids::sibling(order.id),
-                "authorization",
-                order.amount,
-            )
-            .await?;
+    async fn pay(
+        &self,
+        order: Order,
+        authorization: Uuid,
+        token: &str,
+        render: &dyn Render,
+    ) -> Result<Reply, Error> {
         let authorized = self
             .provider
             .authorize(&AuthorizeRequest {
@@ -338,7 +340,7 @@ impl Booking {
                 token: token.to_owned(),
                 amount: order.amount,
                 currency: order.currency.clone(),
-                idempotency_key: authorization.id.to_string(),
+                idempotency_key: authorization.to_string(),
             })
             .await;
         let authorized = match authorized {
@@ -361,33 +363,19 @@ impl Booking {
             }
             Err(other) => Err(other),
         };
-        let authorization_id = match authorized {
-            Ok(id) => {
-                self.storage
-                    .settle_payment(&order, authorization.id, true, Some(&id), None)
-                    .await?;
-                id
-            }
+        let reference = match authorized {
+            Ok(reference) => reference,
             Err(error) => {
                 self.storage
-                    .settle_payment(
-                        &order,
-                        authorization.id,
-                        false,
-                        None,
-                        Some(&error.to_string()),
-                    )
+                    .settle_payment(&order, authorization, false, None, Some(&error.to_string()))
                     .await?;
                 return self.refuse_payment(&order, &error, render).await;
             }
         };
-        let capture = self
-            .storage
-            .record_payment(&order, ids::sibling(order.id), "capture", order.amount)
-            .await?;
+        let capture = ids::sibling(order.id);
         let captured = match self
             .provider
-            .capture(&authorization_id, order.amount, &capture.id.to_string())
+            .capture(&reference, order.amount, &capture.to_string())
             .await
         {
             Ok(_) => Ok(()),
@@ -403,21 +391,30 @@ impl Booking {
         };
         if let Err(error) = captured {
             self.storage
-                .settle_payment(&order, capture.id, false, None, Some(&error.to_string()))
+                .settle_payment(&order, authorization, true, Some(&reference), None)
+                .await?;
+            let failed = self
+                .storage
+                .record_payment(&order, capture, "capture", order.amount)
+                .await?;
+            self.storage
+                .settle_payment(&order, failed.id, false, None, Some(&error.to_string()))
                 .await?;
             if let Err(void) = self
                 .provider
-                .void(&authorization_id, &format!("{}-void", order.id))
+                .void(&reference, &format!("{}-void", order.id))
                 .await
             {
                 tracing::warn!(order = %order.id, error = %void, "could not void an authorization; it lapses at the provider");
             }
             return self.refuse_payment(&order, &error, render).await;
         }
-        self.storage
-            .settle_payment(&order, capture.id, true, Some(&authorization_id), None)
-            .await?;
-        self.confirm(order, &authorization_id, render).await
+        let paid = Paid {
+            authorization,
+            capture,
+            reference,
+        };
+        self.confirm(order, &paid, render).await
     }
 
     /// Closes an order whose payment did not go through. The hold goes back
@@ -463,7 +460,7 @@ impl Booking {
     async fn confirm(
         &self,
         order: Order,
-        authorization: &str,
+        paid: &Paid,
         render: &dyn Render,
     ) -> Result<Reply, Error> {
         let tickets: Vec<NewTicket> = order
@@ -488,7 +485,7 @@ impl Booking {
         let mut view = order.clone();
         view.status = "confirmed".to_owned();
         view.confirmed_at = Some(Utc::now());
-        view.payment_ref = Some(authorization.to_owned());
+        view.payment_ref = Some(paid.reference.clone());
         view.tickets = tickets
             .iter()
             .map(|ticket| Ticket {
@@ -512,7 +509,7 @@ impl Booking {
         });
         if self
             .storage
-            .confirm_order(&order, &tickets, 201, &body, &event)
+            .confirm_order(&order, paid, &tickets, 201, &body, &event)
             .await?
             .is_some()
         {
@@ -526,7 +523,7 @@ impl Booking {
             .storage
             .record_payment(&order, ids::sibling(order.id), "refund", order.amount)
             .await?;
-        self.send_refund(&order, authorization, refund.id, order.amount)
+        self.send_refund(&order, &paid.reference, refund.id, order.amount)
             .await?;
         let body = render.problem(
             409,
@@ -683,7 +680,19 @@ impl Booking {
             };
             match record {
                 Some(record) if record.state == PaymentState::Captured => {
-                    self.confirm(order, &record.id, render).await?;
+                    let authorization = self
+                        .storage
+                        .payments(order.id)
+                        .await?
+                        .into_iter()
+                        .find(|payment| payment.kind == "authorization")
+                        .map_or_else(|| ids::sibling(order.id), |payment| payment.id);
+                    let paid = Paid {
+                        authorization,
+                        capture: ids::sibling(order.id),
+                        reference: record.id,
+                    };
+                    self.confirm(order, &paid, render).await?;
                 }
                 Some(record) if record.state == PaymentState::Authorized => {
                     if let Err(err) = self

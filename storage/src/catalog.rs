@@ -96,7 +96,7 @@ impl Storage {
     /// Reloads the shard map when the catalog has a newer one; true if it
     /// did. Called when an id routed by this instance's map was not found,
     /// since the data may have moved.
-    async fn refresh_if_stale(&self) -> Result<bool, Error> {
+    pub(crate) async fn refresh_if_stale(&self) -> Result<bool, Error> {
         let catalog = self.cluster().catalog();
         let version: i64 = catalog
             .get()

@@ -41,33 +41,31 @@ impl Snapshot {
     }
 }
 
+/// The movie's rows, read in one statement so that every table comes from
+/// the same instant: a hold and its order, written while a move copies,
+/// are either both in the copy or both missing from it.
 pub async fn snapshot(
     client: &impl GenericClient,
     movie: Uuid,
 ) -> Result<Snapshot, tokio_postgres::Error> {
-    let layouts = client
-        .query_one(
-            "select coalesce(jsonb_agg(to_jsonb(l) order by l.id), '[]') from seat_layouts l \
-             where l.id in (select layout_id from showtimes where movie_id = $1)",
-            &[&movie],
+    let mut columns = vec![
+        "(select coalesce(jsonb_agg(to_jsonb(l) order by l.id), '[]') from seat_layouts l \
+         where l.id in (select layout_id from showtimes where movie_id = $1))"
+            .to_owned(),
+    ];
+    columns.extend(TABLES.iter().map(|(table, column, order)| {
+        format!(
+            "(select coalesce(jsonb_agg(to_jsonb(t) order by {order}), '[]') \
+             from {table} t where {column} = $1)"
         )
-        .await?
-        .get(0);
-    let mut tables = Vec::with_capacity(TABLES.len());
-    for (table, column, order) in TABLES {
-        let rows: Value = client
-            .query_one(
-                &format!(
-                    "select coalesce(jsonb_agg(to_jsonb(t) order by {order}), '[]') \
-                     from {table} t where {column} = $1"
-                ),
-                &[&movie],
-            )
-            .await?
-            .get(0);
-        tables.push(rows);
-    }
-    Ok(Snapshot { layouts, tables })
+    }));
+    let row = client
+        .query_one(&format!("select {}", columns.join(", ")), &[&movie])
+        .await?;
+    Ok(Snapshot {
+        layouts: row.get(0),
+        tables: (1..=TABLES.len()).map(|i| row.get(i)).collect(),
+    })
 }
 
 /// Makes the node hold exactly `snapshot` for the movie.

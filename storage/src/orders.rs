@@ -33,6 +33,10 @@ pub struct BeginOrder<'a> {
     pub provider: &'a str,
     /// How long the hold's seats are kept for the payment to finish.
     pub payment_window: std::time::Duration,
+    /// The authorization about to be asked of the provider, recorded as
+    /// pending with the order; its id is the provider call's idempotency
+    /// key.
+    pub authorization_id: Uuid,
 }
 
 /// How an order request starts.
@@ -67,6 +71,17 @@ pub struct Ticket {
     /// `valid` or `cancelled`.
     pub status: String,
     pub refunded: i64,
+}
+
+/// How an order was paid, settled in the confirming transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paid {
+    /// The authorization payment recorded by [`Storage::begin_order`].
+    pub authorization: Uuid,
+    /// The capture's payment id, also its idempotency key at the provider.
+    pub capture: Uuid,
+    /// The provider's reference for the payment.
+    pub reference: String,
 }
 
 /// A ticket to issue on confirmation.
@@ -224,16 +239,19 @@ enum Opening {
 impl Storage {
     /// Starts an order for a hold under an idempotency key.
     pub async fn begin_order(&self, begin: &BeginOrder<'_>) -> Result<Begun, Error> {
-        let hold = self.hold(begin.hold_id).await?.ok_or(Error::NotFound {
-            what: "hold",
-            id: begin.hold_id,
-        })?;
+        let movie = self
+            .movie_of_hold(begin.hold_id)
+            .await?
+            .ok_or(Error::NotFound {
+                what: "hold",
+                id: begin.hold_id,
+            })?;
         let key = begin.key.to_owned();
         let request_hash = begin.request_hash.to_vec();
         let token_hash = begin.token_hash.to_vec();
         let order_id = begin.order_id;
         let hold_id = begin.hold_id;
-        let movie = hold.movie_id;
+        let authorization = begin.authorization_id;
         let method = begin.payment_method.to_owned();
         let provider = begin.provider.to_owned();
         let window = begin.payment_window.as_secs_f64();
@@ -281,8 +299,8 @@ impl Storage {
                     let hold = transaction
                         .query_opt(
                             "select h.token_hash, h.status, h.expires_at <= now(), \
-                                 s.starts_at <= now(), h.seats, h.currency, \
-                                 (select coalesce(sum(p), 0)::int8 from unnest(h.prices) p), h.customer, h.showtime_id \
+                                 s.starts_at <= now(), h.seats, h.currency, h.prices, \
+                                 h.customer, h.showtime_id \
                              from holds h join showtimes s on s.id = h.showtime_id \
                              where h.id = $1 for update of h",
                             &[&hold_id],
@@ -337,28 +355,51 @@ impl Storage {
                         )
                         .await?;
                     let currency: String = hold.get(5);
-                    let amount: i64 = hold.get(6);
+                    let prices: Vec<i64> = hold.get(6);
+                    let amount: i64 = prices.iter().sum();
                     let customer: String = hold.get(7);
                     let showtime: Uuid = hold.get(8);
-                    transaction
-                        .execute(
+                    let row = transaction
+                        .query_one(
                             "insert into orders (id, hold_id, showtime_id, movie_id, customer, token_hash, \
                                  seats, amount, currency, status, payment_method, provider) \
-                             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11)",
+                             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11) \
+                             returning created_at, updated_at",
                             &[
                                 &order_id, &hold_id, &showtime, &movie, &customer, &token_hash,
                                 &seats, &amount, &currency, &method, &provider,
                             ],
                         )
                         .await?;
-                    let order = load_order(transaction, order_id, false).await?;
-                    Ok(match order {
-                        Some(order) => Opening::Begun(Begun::Started(Box::new(order))),
-                        None => Opening::Refused(Error::NotFound {
-                            what: "order",
-                            id: order_id,
-                        }),
-                    })
+                    transaction
+                        .execute(
+                            "insert into payments (id, order_id, movie_id, kind, amount, status) \
+                             values ($1, $2, $3, 'authorization', $4, 'pending')",
+                            &[&authorization, &order_id, &movie, &amount],
+                        )
+                        .await?;
+                    Ok(Opening::Begun(Begun::Started(Box::new(Order {
+                        id: order_id,
+                        hold_id,
+                        showtime_id: showtime,
+                        movie_id: movie,
+                        customer,
+                        token_hash,
+                        seats,
+                        prices,
+                        amount,
+                        currency,
+                        status: "pending".to_owned(),
+                        payment_method: method,
+                        provider,
+                        payment_ref: None,
+                        refunded: 0,
+                        failure: None,
+                        created_at: row.get(0),
+                        confirmed_at: None,
+                        updated_at: row.get(1),
+                        tickets: Vec::new(),
+                    }))))
                 })
             })
             .await;
@@ -366,6 +407,27 @@ impl Storage {
             Opening::Begun(begun) => Ok(begun),
             Opening::Refused(error) => Err(error),
         }
+    }
+
+    /// The movie a hold belongs to, following the movie if it moved.
+    async fn movie_of_hold(&self, id: Uuid) -> Result<Option<Uuid>, Error> {
+        for _ in 0..2 {
+            let server = self.scoped_primary(id)?;
+            let client = server.get().await?;
+            let statement = client
+                .prepare_cached("select movie_id from holds where id = $1")
+                .await
+                .map_err(|err| rejected(server, err))?;
+            let found = client
+                .query_opt(&statement, &[&id])
+                .await
+                .map_err(|err| rejected(server, err))?
+                .map(|row| row.get(0));
+            if found.is_some() || !self.refresh_if_stale().await? {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     /// An order with its tickets.
@@ -447,19 +509,24 @@ impl Storage {
     pub async fn confirm_order(
         &self,
         order: &Order,
+        paid: &Paid,
         tickets: &[NewTicket],
         status: u16,
         body: &Value,
         event: &Value,
     ) -> Result<Option<Order>, Error> {
         let (order_id, hold_id, showtime) = (order.id, order.hold_id, order.showtime_id);
+        let (authorization, capture, reference) =
+            (paid.authorization, paid.capture, paid.reference.clone());
+        let amount = order.amount;
         let seats = order.seats.clone();
         let ticket_ids: Vec<Uuid> = tickets.iter().map(|ticket| ticket.id).collect();
         let ticket_seats: Vec<String> = tickets.iter().map(|ticket| ticket.seat.clone()).collect();
         let prices: Vec<i64> = tickets.iter().map(|ticket| ticket.price).collect();
         let codes: Vec<String> = tickets.iter().map(|ticket| ticket.code.clone()).collect();
         let status = i32::from(status);
-        self.in_movie_transaction(order.id, order.movie_id, |transaction| {
+        let confirmed = self
+            .in_movie_transaction(order.id, order.movie_id, |transaction| {
             let (seats, ticket_ids, ticket_seats, prices, codes) = (
                 seats.clone(),
                 ticket_ids.clone(),
@@ -467,7 +534,7 @@ impl Storage {
                 prices.clone(),
                 codes.clone(),
             );
-            let (body, event) = (body.clone(), event.clone());
+            let (body, event, reference) = (body.clone(), event.clone(), reference.clone());
             Box::pin(async move {
                 let pending = transaction
                     .query_opt(
@@ -508,11 +575,31 @@ impl Storage {
                         &[&ticket_ids, &order_id, &showtime, &ticket_seats, &prices, &codes],
                     )
                     .await?;
+                let confirmed_at: DateTime<Utc> = transaction
+                    .query_one(
+                        "update orders set status = 'confirmed', confirmed_at = now(), \
+                             payment_ref = $2, updated_at = now() \
+                         where id = $1 returning confirmed_at",
+                        &[&order_id, &reference],
+                    )
+                    .await?
+                    .get(0);
+                // The provider calls that paid for the order are settled here
+                // rather than each in its own commit: a crash before this
+                // point is resolved by looking the payment up.
                 transaction
                     .execute(
-                        "update orders set status = 'confirmed', confirmed_at = now(), updated_at = now() \
+                        "update payments set status = 'succeeded', provider_ref = $2, updated_at = now() \
                          where id = $1",
-                        &[&order_id],
+                        &[&authorization, &reference],
+                    )
+                    .await?;
+                transaction
+                    .execute(
+                        "insert into payments (id, order_id, movie_id, kind, amount, status, provider_ref) \
+                         select $1, id, movie_id, 'capture', $3, 'succeeded', $4 from orders where id = $2 \
+                         on conflict (id) do update set status = 'succeeded', updated_at = now()",
+                        &[&capture, &order_id, &amount, &reference],
                     )
                     .await?;
                 transaction
@@ -532,10 +619,28 @@ impl Storage {
                 outbox::record_payload(transaction, "order", order_id, "order.confirmed", &event)
                     .await?;
                 outbox::record(transaction, "showtime", showtime, "seats.sold").await?;
-                load_order(transaction, order_id, false).await
+                Ok(Some(confirmed_at))
             })
         })
-        .await
+            .await?;
+        Ok(confirmed.map(|confirmed_at| {
+            let mut confirmed = order.clone();
+            confirmed.status = "confirmed".to_owned();
+            confirmed.confirmed_at = Some(confirmed_at);
+            confirmed.payment_ref = Some(paid.reference.clone());
+            confirmed.tickets = tickets
+                .iter()
+                .map(|ticket| Ticket {
+                    id: ticket.id,
+                    seat: ticket.seat.clone(),
+                    price: ticket.price,
+                    code: ticket.code.clone(),
+                    status: "valid".to_owned(),
+                    refunded: 0,
+                })
+                .collect();
+            confirmed
+        }))
     }
 
     /// Closes a pending order as failed and hands its hold back to the

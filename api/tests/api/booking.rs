@@ -874,6 +874,7 @@ async fn a_payment_captured_before_a_crash_is_confirmed_or_refunded_by_recovery(
                 payment_method: "card",
                 provider: provider.name(),
                 payment_window: Duration::from_secs(300),
+                authorization_id: marquee_sharding::ids::sibling(hold.id),
             })
             .await
             .expect("begin");

@@ -114,8 +114,11 @@ create index if not exists tickets_movie on tickets (movie_id);
 create unique index if not exists tickets_valid_seat on tickets (showtime_id, seat)
     where status = 'valid';
 
--- Every money movement asked of the provider, written before the call, so a
--- crash leaves a record of what may have happened.
+-- Every money movement asked of the provider. An authorization is written,
+-- pending, with its order before the call and settled when the order is
+-- confirmed, together with the capture; a crash in between is settled by
+-- looking the payment up at the provider. Refunds are written pending
+-- before the call and retried until the provider confirms them.
 create table if not exists payments (
     id uuid primary key,
     order_id uuid not null references orders (id),
