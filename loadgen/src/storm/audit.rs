@@ -47,16 +47,13 @@ impl Ledger {
             for seat in seats {
                 *orders.entry(seat).or_insert(0) += 1;
             }
-            found.extend(
-                orders
-                    .into_iter()
-                    .filter(|(_, count)| *count > 1)
-                    .map(|(seat, orders)| Oversold {
-                        showtime: showtime.clone(),
-                        seat: seat.to_owned(),
-                        orders,
-                    }),
-            );
+            found.extend(orders.into_iter().filter(|(_, count)| *count > 1).map(
+                |(seat, orders)| Oversold {
+                    showtime: showtime.clone(),
+                    seat: seat.to_owned(),
+                    orders,
+                },
+            ));
         }
         found.sort_by(|a, b| (&a.showtime, &a.seat).cmp(&(&b.showtime, &b.seat)));
         found

@@ -45,7 +45,10 @@ impl Scrape {
 
 /// How much each counter grew between two readings. A counter is exported
 /// only from its first increment, so one missing before counts from zero.
-pub fn growth(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, u64> {
+pub fn growth(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, u64> {
     after
         .iter()
         .map(|(key, value)| {
@@ -127,7 +130,10 @@ marquee_http_requests_total{route="/v1/x",note="a \"quoted\", odd}"} 3
         let by_mode = scrape.by_label(CLAIMS, "mode");
         assert_eq!(by_mode.get("optimistic"), Some(&3.0));
         assert_eq!(by_mode.get("pessimistic"), Some(&7.0));
-        assert_eq!(scrape.by_label(CONFLICTS, "mode").get("optimistic"), Some(&5.0));
+        assert_eq!(
+            scrape.by_label(CONFLICTS, "mode").get("optimistic"),
+            Some(&5.0)
+        );
     }
 
     #[test]
@@ -135,7 +141,10 @@ marquee_http_requests_total{route="/v1/x",note="a \"quoted\", odd}"} 3
         let scrape = Scrape::parse(TEXT);
         let notes = scrape.by_label("marquee_http_requests_total", "note");
         assert_eq!(notes.get("a \"quoted\", odd}"), Some(&3.0));
-        assert_eq!(scrape.by_label("marquee_process_up", "mode").get(""), Some(&1.0));
+        assert_eq!(
+            scrape.by_label("marquee_process_up", "mode").get(""),
+            Some(&1.0)
+        );
     }
 
     #[test]
@@ -156,6 +165,10 @@ marquee_http_requests_total{route="/v1/x",note="a \"quoted\", odd}"} 3
         let grown = growth(&before, &after);
         assert_eq!(grown.get("optimistic"), Some(&9));
         assert_eq!(grown.get("other"), Some(&4));
-        assert_eq!(grown.get("pessimistic"), None, "unchanged counters are left out");
+        assert_eq!(
+            grown.get("pessimistic"),
+            None,
+            "unchanged counters are left out"
+        );
     }
 }
