@@ -22,7 +22,7 @@ use base64::Engine;
 use chrono::Utc;
 use marquee_payments::{AuthorizeRequest, PaymentError, PaymentProvider, PaymentState};
 use marquee_sharding::ids;
-use marquee_storage::holds::{Hold, LockPolicy, LockState, NewHold, SeatChoice};
+use marquee_storage::holds::{Hold, LockPolicy, LockState, LockSwitch, NewHold, SeatChoice};
 use marquee_storage::orders::{
     BeginOrder, Begun, Cancellation, Cancelled, KeyOutcome, NewTicket, Order, Paid, Ticket,
 };
@@ -51,6 +51,16 @@ pub struct Reply {
     pub body: Value,
     /// Answered from the idempotency key's record.
     pub replayed: bool,
+}
+
+/// A showtime's locking for operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockingView {
+    pub state: LockState,
+    /// The latest switches, newest first.
+    pub switches: Vec<LockSwitch>,
+    /// What this instance saw of the showtime lately.
+    pub observed: Observed,
 }
 
 /// Who is asking about a booking.
@@ -186,8 +196,8 @@ impl Booking {
         };
         if contention.attempts > 0 {
             let held = result.is_ok();
-            if let Some(to) = self.locking.record(showtime, &contention, held, now) {
-                match self.storage.switch_lock_mode(showtime, to).await {
+            if let Some((to, rate)) = self.locking.record(showtime, &contention, held, now) {
+                match self.storage.switch_lock_mode(showtime, to, rate).await {
                     Ok(true) => {
                         self.locking.switched(to);
                         tracing::info!(%showtime, mode = to.as_str(), "seat locking switched");
@@ -233,19 +243,28 @@ impl Booking {
         Ok(self.storage.release_hold(id, &token_hash(token)).await?)
     }
 
-    /// A showtime's locking as stored, with what this instance saw of it.
-    pub async fn locking(&self, showtime: Uuid) -> Result<(LockState, Observed), Error> {
+    /// A showtime's locking as stored, its latest switches, and what this
+    /// instance saw of it.
+    pub async fn locking(&self, showtime: Uuid) -> Result<LockingView, Error> {
         let state = self.storage.lock_state(showtime).await?;
-        Ok((state, self.locking.observed(showtime)))
+        self.locking_view(showtime, state).await
     }
 
     pub async fn set_locking(
         &self,
         showtime: Uuid,
         policy: LockPolicy,
-    ) -> Result<(LockState, Observed), Error> {
+    ) -> Result<LockingView, Error> {
         let state = self.storage.set_lock_policy(showtime, policy).await?;
-        Ok((state, self.locking.observed(showtime)))
+        self.locking_view(showtime, state).await
+    }
+
+    async fn locking_view(&self, showtime: Uuid, state: LockState) -> Result<LockingView, Error> {
+        Ok(LockingView {
+            state,
+            switches: self.storage.lock_switches(showtime, 20).await?,
+            observed: self.locking.observed(showtime),
+        })
     }
 
     /// Places an order for a hold under an idempotency key: pays, then

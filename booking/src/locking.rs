@@ -164,14 +164,15 @@ impl Controller {
         self.peaks.iter().any(|window| window.contains(minute))
     }
 
-    /// Records a claim; the mode to switch the showtime to, if any.
+    /// Records a claim; the mode to switch the showtime to, if any, with
+    /// the conflict rate that decided it.
     pub fn record(
         &self,
         showtime: Uuid,
         contention: &Contention,
         held: bool,
         now: DateTime<Utc>,
-    ) -> Option<LockMode> {
+    ) -> Option<(LockMode, f64)> {
         let mode = contention.mode.as_str();
         self.claims
             .with_label_values(&[mode, if held { "held" } else { "refused" }])
@@ -211,7 +212,7 @@ impl Controller {
             self.modes.with_label_values(&[current.as_str()]).inc();
             tracker.mode = current;
         }
-        switch
+        switch.map(|mode| (mode, observed.rate()))
     }
 
     /// Forgets the half of the tracked showtimes idle longest.
@@ -312,7 +313,7 @@ mod tests {
                 now,
             );
         }
-        assert_eq!(switched, Some(LockMode::Pessimistic));
+        assert_eq!(switched.map(|(mode, _)| mode), Some(LockMode::Pessimistic));
     }
 
     #[test]
@@ -353,7 +354,7 @@ mod tests {
             true,
             now,
         );
-        assert_eq!(switched, Some(LockMode::Optimistic));
+        assert_eq!(switched.map(|(mode, _)| mode), Some(LockMode::Optimistic));
     }
 
     #[test]

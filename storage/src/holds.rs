@@ -88,6 +88,15 @@ pub struct LockState {
     pub switches: i32,
 }
 
+/// One switch of a showtime's locking mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockSwitch {
+    pub mode: LockMode,
+    /// The contention that decided it.
+    pub conflict_rate: f64,
+    pub at: DateTime<Utc>,
+}
+
 /// Which seats a customer wants.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeatChoice {
@@ -730,21 +739,82 @@ impl Storage {
         self.lock_state(showtime).await
     }
 
-    /// Records that `auto` now uses `mode`; false when it already did.
-    pub async fn switch_lock_mode(&self, showtime: Uuid, mode: LockMode) -> Result<bool, Error> {
+    /// Records that `auto` now uses `mode`, and why; false when it already
+    /// did.
+    pub async fn switch_lock_mode(
+        &self,
+        showtime: Uuid,
+        mode: LockMode,
+        conflict_rate: f64,
+    ) -> Result<bool, Error> {
         let server = self.scoped_primary(showtime)?;
-        let updated = server
-            .get()
-            .await?
-            .execute(
+        let mut client = server.get().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|err| rejected(server, err))?;
+        let updated = transaction
+            .query_opt(
                 "update showtimes set lock_mode = $2, lock_mode_since = now(), \
                      lock_switches = lock_switches + 1 \
-                 where id = $1 and lock_mode <> $2",
+                 where id = $1 and lock_mode <> $2 returning movie_id",
                 &[&showtime, &mode.as_str()],
             )
             .await
             .map_err(|err| rejected(server, err))?;
-        Ok(updated == 1)
+        let Some(row) = updated else {
+            return Ok(false);
+        };
+        let movie: Uuid = row.get(0);
+        transaction
+            .execute(
+                "insert into seat_lock_switches (id, showtime_id, movie_id, mode, conflict_rate) \
+                 values ($1, $2, $3, $4, $5)",
+                &[
+                    &ids::sibling(showtime),
+                    &showtime,
+                    &movie,
+                    &mode.as_str(),
+                    &conflict_rate,
+                ],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        transaction
+            .commit()
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(true)
+    }
+
+    /// The showtime's latest switches, newest first.
+    pub async fn lock_switches(
+        &self,
+        showtime: Uuid,
+        limit: i64,
+    ) -> Result<Vec<LockSwitch>, Error> {
+        let server = self.scoped_primary(showtime)?;
+        let rows = server
+            .get()
+            .await?
+            .query(
+                "select mode, conflict_rate, switched_at from seat_lock_switches \
+                 where showtime_id = $1 order by switched_at desc limit $2",
+                &[&showtime, &limit],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let mode: String = row.get(0);
+                LockSwitch {
+                    mode: LockMode::parse(&mode).unwrap_or(LockMode::Optimistic),
+                    conflict_rate: row.get(1),
+                    at: row.get(2),
+                }
+            })
+            .collect())
     }
 
     /// The hold, if the token is its own.

@@ -21,6 +21,7 @@ const TABLES: &[(&str, &str, &str)] = &[
     ("tickets", "movie_id", "id"),
     ("payments", "movie_id", "id"),
     ("idempotency_keys", "movie_id", "key"),
+    ("seat_lock_switches", "movie_id", "id"),
 ];
 
 /// A movie's rows on one node: the layouts it references, then one JSON

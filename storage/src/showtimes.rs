@@ -215,6 +215,7 @@ pub async fn orders_placed(
 
 pub async fn delete(client: &impl GenericClient, id: Uuid) -> Result<u64, tokio_postgres::Error> {
     for table in [
+        "seat_lock_switches",
         "seat_states",
         "seat_row_locks",
         "showtime_customers",

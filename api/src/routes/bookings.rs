@@ -487,6 +487,17 @@ pub struct Locking {
     /// contention.
     recent_claims: u32,
     recent_conflicts: u32,
+    /// The latest switches of `auto`, newest first.
+    switch_log: Vec<LockSwitchView>,
+}
+
+/// One switch of a showtime's locking mode.
+#[derive(Debug, Clone, Object)]
+pub struct LockSwitchView {
+    mode: Mode,
+    /// Share of the deciding instance's recent claims that met contention.
+    conflict_rate: f64,
+    at: DateTime<Utc>,
 }
 
 #[derive(Debug, ApiResponse)]
@@ -555,12 +566,12 @@ fn problem_from(body: serde_json::Value) -> Json<Box<Problem>> {
     ))
 }
 
-fn locking_view(
-    state: &AppState,
-    showtime: Uuid,
-    stored: marquee_storage::holds::LockState,
-    observed: marquee_booking::Observed,
-) -> Locking {
+fn locking_view(state: &AppState, showtime: Uuid, view: marquee_booking::LockingView) -> Locking {
+    let marquee_booking::LockingView {
+        state: stored,
+        switches,
+        observed,
+    } = view;
     let peak = state.booking.is_peak(Utc::now());
     let (policy, mode) = match stored.policy {
         LockPolicy::Auto => (
@@ -584,6 +595,14 @@ fn locking_view(
         peak_hours: peak,
         recent_claims: u32::try_from(observed.claims).unwrap_or(u32::MAX),
         recent_conflicts: u32::try_from(observed.contended).unwrap_or(u32::MAX),
+        switch_log: switches
+            .into_iter()
+            .map(|switch| LockSwitchView {
+                mode: switch.mode.into(),
+                conflict_rate: switch.conflict_rate,
+                at: switch.at,
+            })
+            .collect(),
     }
 }
 
@@ -872,8 +891,8 @@ impl BookingsApi {
         id: Path<Uuid>,
     ) -> Result<Json<Locking>, ApiError> {
         admin.check(&state)?;
-        let (stored, observed) = state.booking.locking(id.0).await?;
-        Ok(Json(locking_view(&state, id.0, stored, observed)))
+        let view = state.booking.locking(id.0).await?;
+        Ok(Json(locking_view(&state, id.0, view)))
     }
 
     /// Set a showtime's seat locking
@@ -898,7 +917,7 @@ impl BookingsApi {
             Policy::Optimistic => LockPolicy::Fixed(LockMode::Optimistic),
             Policy::Pessimistic => LockPolicy::Fixed(LockMode::Pessimistic),
         };
-        let (stored, observed) = state.booking.set_locking(id.0, policy).await?;
-        Ok(Json(locking_view(&state, id.0, stored, observed)))
+        let view = state.booking.set_locking(id.0, policy).await?;
+        Ok(Json(locking_view(&state, id.0, view)))
     }
 }

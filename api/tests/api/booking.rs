@@ -777,6 +777,8 @@ async fn contention_switches_a_showtime_to_pessimistic_and_admins_see_it() {
             .expect("json");
         if now["auto_mode"] == "pessimistic" {
             assert!(now["switches"].as_i64() >= Some(1));
+            assert_eq!(now["switch_log"][0]["mode"], "pessimistic");
+            assert!(now["switch_log"][0]["conflict_rate"].as_f64() >= Some(0.1));
             switched = true;
             break;
         }
