@@ -195,10 +195,13 @@ impl Indexer {
                     .index_events
                     .with_label_values(&[event.aggregate.as_str()])
                     .inc();
+                // Orders change seats, which their showtime's own event
+                // already reports.
                 match event.aggregate.as_str() {
                     "movie" => movies.insert(event.aggregate_id),
                     "showtime" => showtimes.insert(event.aggregate_id),
-                    _ => theaters.insert(event.aggregate_id),
+                    "theater" => theaters.insert(event.aggregate_id),
+                    _ => false,
                 };
             }
             positions.push((shard.id().clone(), cursor));

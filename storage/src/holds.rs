@@ -28,6 +28,7 @@ use crate::movies;
 use crate::outbox;
 use crate::seating::{self, BestRequest};
 use crate::store::rejected;
+use crate::store::ShowtimeFacts;
 use crate::{Error, Storage};
 
 /// How seats of a showtime are being claimed.
@@ -376,7 +377,6 @@ impl Storage {
         }
         let hold_id = ids::scoped(showtime.movie_id);
         loop {
-            contention.attempts += 1;
             let outcome = self
                 .hold_attempt(new, &showtime, &layout, hold_id, &mut contention)
                 .await;
@@ -411,13 +411,13 @@ impl Storage {
     async fn showtime_layout(
         &self,
         id: Uuid,
-    ) -> Result<(crate::showtimes::Showtime, std::sync::Arc<SeatLayout>), Error> {
-        let showtime = self.showtime(id).await?.ok_or(Error::NotFound {
+    ) -> Result<(ShowtimeFacts, std::sync::Arc<SeatLayout>), Error> {
+        let facts = self.showtime_facts(id).await?.ok_or(Error::NotFound {
             what: "showtime",
             id,
         })?;
-        let layout = self.layout_of(&showtime).await?;
-        Ok((showtime, layout))
+        let layout = self.layout_by_id(id, &facts.layout_id).await?;
+        Ok((facts, layout))
     }
 
     /// One attempt in one transaction: its outcome, and whether it met
@@ -425,7 +425,7 @@ impl Storage {
     async fn hold_attempt(
         &self,
         new: &NewHold<'_>,
-        showtime: &crate::showtimes::Showtime,
+        showtime: &ShowtimeFacts,
         layout: &SeatLayout,
         hold_id: Uuid,
         contention: &mut Contention,
@@ -466,6 +466,10 @@ impl Storage {
                 LockPolicy::Auto if new.peak => LockMode::Pessimistic,
                 LockPolicy::Auto => target.stored,
             };
+            // Counted only once the claim reaches the seats: a request
+            // refused earlier (an exhausted pool, a moved movie) says
+            // nothing about contention.
+            contention.attempts += 1;
             if target.starts_at <= Utc::now() {
                 let error = Error::Conflict(format!(
                     "showtime {} has started; its seats are no longer sold",
@@ -482,7 +486,16 @@ impl Storage {
             let ttl = new.ttl.as_secs_f64();
             let (attempt, contended) = match contention.mode {
                 LockMode::Optimistic => {
-                    claim_optimistic(&transaction, new, movie, layout, hold_id, ttl).await
+                    claim_optimistic(
+                        &transaction,
+                        new,
+                        movie,
+                        layout,
+                        hold_id,
+                        ttl,
+                        contention.attempts,
+                    )
+                    .await
                 }
                 LockMode::Pessimistic => {
                     claim_pessimistic(&transaction, new, movie, layout, hold_id, ttl).await
@@ -960,6 +973,7 @@ async fn claim_optimistic(
     layout: &SeatLayout,
     hold: Uuid,
     ttl: f64,
+    attempt: u32,
 ) -> Result<(Attempt<Vec<String>>, bool), tokio_postgres::Error> {
     let snapshot = seat_snapshot(client, new.showtime_id, None).await?;
     let seats = match new.choice {
@@ -975,13 +989,16 @@ async fn claim_optimistic(
         }
         SeatChoice::Best(request) => {
             let unavailable = |seat: &str| is_unavailable(&snapshot, seat);
-            match seating::best_blocks(layout, &unavailable, *request)
-                .into_iter()
-                .next()
-            {
-                Some(block) => block.seats,
-                None => return Ok((Attempt::Refused(no_block_error(*request)), false)),
+            let mut blocks = seating::best_blocks(layout, &unavailable, *request);
+            if blocks.is_empty() {
+                return Ok((Attempt::Refused(no_block_error(*request)), false));
             }
+            // Every buyer's snapshot ranks the same block first; a buyer
+            // who already collided picks among more of the best ones, so
+            // retries spread instead of colliding again.
+            let spread = (1usize << attempt.saturating_sub(1).min(6)).min(blocks.len());
+            let pick = usize::from(Uuid::new_v4().as_bytes()[0]) % spread;
+            blocks.swap_remove(pick).seats
         }
     };
     let claimed = write_claim(client, new.showtime_id, movie, hold, ttl, &seats, &snapshot).await?;

@@ -75,11 +75,24 @@ pub struct Storage {
     schema: String,
     /// Layout snapshots by content hash: immutable, so never stale.
     layouts: Arc<std::sync::Mutex<HashMap<String, Arc<SeatLayout>>>>,
+    /// What never changes about a showtime, for the hot booking paths.
+    facts: Arc<std::sync::Mutex<HashMap<Uuid, ShowtimeFacts>>>,
+}
+
+/// A showtime's movie and layout: fixed when it is scheduled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShowtimeFacts {
+    pub movie_id: Uuid,
+    pub layout_id: String,
 }
 
 /// Distinct layouts are a few per screen; past this many the cache starts
 /// over rather than growing without bound.
 const LAYOUT_CACHE_LIMIT: usize = 10_000;
+
+/// Showtimes whose facts an instance keeps; past this the cache starts
+/// over.
+const FACTS_CACHE_LIMIT: usize = 200_000;
 
 impl Storage {
     pub fn new(cluster: Arc<Cluster>, schema: impl Into<String>) -> Self {
@@ -87,36 +100,71 @@ impl Storage {
             cluster,
             schema: schema.into(),
             layouts: Arc::default(),
+            facts: Arc::default(),
         }
+    }
+
+    /// A showtime's movie and layout, read once per instance.
+    pub(crate) async fn showtime_facts(&self, id: Uuid) -> Result<Option<ShowtimeFacts>, Error> {
+        let cached = self
+            .facts
+            .lock()
+            .map(|facts| facts.get(&id).cloned())
+            .unwrap_or_default();
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let Some(showtime) = self.showtime(id).await? else {
+            return Ok(None);
+        };
+        let facts = ShowtimeFacts {
+            movie_id: showtime.movie_id,
+            layout_id: showtime.layout_id,
+        };
+        if let Ok(mut cache) = self.facts.lock() {
+            if cache.len() >= FACTS_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(id, facts.clone());
+        }
+        Ok(Some(facts))
     }
 
     /// The layout a showtime is sold under.
     pub(crate) async fn layout_of(&self, showtime: &Showtime) -> Result<Arc<SeatLayout>, Error> {
+        self.layout_by_id(showtime.id, &showtime.layout_id).await
+    }
+
+    pub(crate) async fn layout_by_id(
+        &self,
+        showtime: Uuid,
+        layout_id: &str,
+    ) -> Result<Arc<SeatLayout>, Error> {
         let cached = self
             .layouts
             .lock()
-            .map(|layouts| layouts.get(&showtime.layout_id).cloned())
+            .map(|layouts| layouts.get(layout_id).cloned())
             .unwrap_or_default();
         if let Some(layout) = cached {
             return Ok(layout);
         }
         let server = &self
             .cluster
-            .route_hash(ids::scoped_route_hash(showtime.id))?
+            .route_hash(ids::scoped_route_hash(showtime))?
             .primary;
-        let layout = showtimes::layout(&server.get().await?, &showtime.layout_id)
+        let layout = showtimes::layout(&server.get().await?, layout_id)
             .await
             .map_err(|err| rejected(server, err))?
             .ok_or(Error::NotFound {
                 what: "showtime",
-                id: showtime.id,
+                id: showtime,
             })?;
         let layout = Arc::new(layout);
         if let Ok(mut layouts) = self.layouts.lock() {
             if layouts.len() >= LAYOUT_CACHE_LIMIT {
                 layouts.clear();
             }
-            layouts.insert(showtime.layout_id.clone(), Arc::clone(&layout));
+            layouts.insert(layout_id.to_owned(), Arc::clone(&layout));
         }
         Ok(layout)
     }
