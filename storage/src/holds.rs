@@ -918,8 +918,10 @@ async fn customer_limit(
                  (select coalesce(sum(cardinality(seats)), 0) from holds \
                   where showtime_id = $1 and customer = $2 and status in ('active', 'ordering') \
                       and expires_at > now()) \
-               + (select count(*) from tickets t join orders o on o.id = t.order_id \
-                  where t.showtime_id = $1 and o.customer = $2 and t.status = 'valid')",
+               + (select count(*) from tickets t \
+                  where t.order_id in (select id from orders \
+                      where showtime_id = $1 and customer = $2 and status = 'confirmed') \
+                      and t.status = 'valid')",
         )
         .await?;
     let owned: i64 = client
