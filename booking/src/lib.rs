@@ -189,25 +189,17 @@ impl Booking {
             per_customer: self.settings.max_seats_per_customer,
             peak: self.locking.is_peak(now),
             attempts: self.settings.locking.optimistic_attempts,
+            observer: &self.locking,
         };
         let (result, contention) = match self.storage.place_hold(&new).await {
             Ok(claim) => (Ok(claim.hold), claim.contention),
             Err(refused) => (Err(refused.error), refused.contention),
         };
         if contention.attempts > 0 {
-            let held = result.is_ok();
-            if let Some((to, rate)) = self.locking.record(showtime, &contention, held, now) {
-                match self.storage.switch_lock_mode(showtime, to, rate).await {
-                    Ok(true) => {
-                        self.locking.switched(to);
-                        tracing::info!(%showtime, mode = to.as_str(), "seat locking switched");
-                    }
-                    Ok(false) => {}
-                    Err(err) => {
-                        tracing::warn!(%showtime, error = %err, "could not switch seat locking");
-                    }
-                }
-            }
+            self.locking.claimed(&contention, result.is_ok());
+        }
+        if let Some(to) = contention.switched {
+            self.locking.switched(to);
         }
         Ok((result?, token))
     }

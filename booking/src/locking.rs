@@ -1,8 +1,8 @@
 //! The adaptive choice between optimistic and pessimistic seat locking.
 //!
-//! Each instance measures, per showtime, how many of its recent claims met
-//! contention: an optimistic claim that had to retry, or a pessimistic one
-//! that found a row locked or its first choice gone (the retry it would
+//! Each instance measures, per showtime, how many of its recent attempts
+//! met contention: an optimistic attempt that collided, or a pessimistic one
+//! that found a row locked or its first choice gone (the collision it would
 //! have had). When the rate crosses `pessimistic_above`, the instance
 //! switches the showtime's stored mode; every instance reads that mode in
 //! the claim's own transaction, so they all follow. The way back needs the
@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveTime, Timelike, Utc};
-use marquee_storage::holds::{Contention, LockMode};
+use marquee_storage::holds::{Contention, ContentionObserver, LockMode};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use uuid::Uuid;
 
@@ -164,23 +164,30 @@ impl Controller {
         self.peaks.iter().any(|window| window.contains(minute))
     }
 
-    /// Records a claim; the mode to switch the showtime to, if any, with
-    /// the conflict rate that decided it.
-    pub fn record(
+    /// Counts a finished claim by the mode it ran in and its outcome.
+    pub fn claimed(&self, contention: &Contention, held: bool) {
+        self.claims
+            .with_label_values(&[
+                contention.mode.as_str(),
+                if held { "held" } else { "refused" },
+            ])
+            .inc();
+    }
+
+    /// Records one attempt at a showtime's seats as it happens; the mode to
+    /// switch the showtime to, if any, with the conflict rate that decided
+    /// it. Attempts rather than whole claims are the samples, so a storm
+    /// turns a showtime pessimistic within its first few collisions.
+    pub fn observe_attempt(
         &self,
         showtime: Uuid,
         contention: &Contention,
-        held: bool,
+        collided: bool,
         now: DateTime<Utc>,
     ) -> Option<(LockMode, f64)> {
         let mode = contention.mode.as_str();
-        self.claims
-            .with_label_values(&[mode, if held { "held" } else { "refused" }])
-            .inc();
-        if contention.conflicts > 0 {
-            self.conflicts
-                .with_label_values(&[mode])
-                .inc_by(u64::from(contention.conflicts));
+        if collided {
+            self.conflicts.with_label_values(&[mode]).inc();
         }
         let Ok(mut showtimes) = self.showtimes.lock() else {
             return None;
@@ -197,7 +204,7 @@ impl Controller {
             }
         });
         tracker.last_seen = now;
-        tracker.recent.push_back(contention.conflicts > 0);
+        tracker.recent.push_back(collided);
         while tracker.recent.len() > self.settings.window.max(1) {
             tracker.recent.pop_front();
         }
@@ -273,6 +280,17 @@ impl Controller {
     }
 }
 
+impl ContentionObserver for Controller {
+    fn observe(
+        &self,
+        showtime: Uuid,
+        contention: &Contention,
+        collided: bool,
+    ) -> Option<(LockMode, f64)> {
+        self.observe_attempt(showtime, contention, collided, Utc::now())
+    }
+}
+
 fn observed(tracker: &Tracker) -> Observed {
     Observed {
         claims: tracker.recent.len(),
@@ -288,28 +306,29 @@ mod tests {
         Controller::new(settings, &Registry::new()).unwrap_or_else(|err| panic!("{err}"))
     }
 
-    fn contention(stored: LockMode, conflicts: u32, since: DateTime<Utc>) -> Contention {
+    fn contention(stored: LockMode, since: DateTime<Utc>) -> Contention {
         Contention {
             mode: stored,
             auto: true,
             stored,
             since,
-            attempts: conflicts + 1,
-            conflicts,
+            attempts: 1,
+            conflicts: 0,
+            switched: None,
         }
     }
 
     #[test]
-    fn steady_conflicts_switch_a_showtime_to_pessimistic() {
+    fn steady_collisions_switch_a_showtime_to_pessimistic() {
         let controller = controller(LockingSettings::default());
         let showtime = Uuid::new_v4();
         let now = Utc::now();
         let mut switched = None;
         for i in 0..10 {
-            switched = controller.record(
+            switched = controller.observe_attempt(
                 showtime,
-                &contention(LockMode::Optimistic, u32::from(i % 2 == 0), now),
-                true,
+                &contention(LockMode::Optimistic, now),
+                i % 2 == 0,
                 now,
             );
         }
@@ -322,10 +341,10 @@ mod tests {
         let showtime = Uuid::new_v4();
         let now = Utc::now();
         for i in 0..100 {
-            let switched = controller.record(
+            let switched = controller.observe_attempt(
                 showtime,
-                &contention(LockMode::Optimistic, u32::from(i % 10 == 0), now),
-                true,
+                &contention(LockMode::Optimistic, now),
+                i % 10 == 0,
                 now,
             );
             assert_eq!(switched, None, "claim {i}");
@@ -339,19 +358,19 @@ mod tests {
         let now = Utc::now();
         let just_switched = now - chrono::Duration::seconds(5);
         for _ in 0..20 {
-            let switched = controller.record(
+            let switched = controller.observe_attempt(
                 showtime,
-                &contention(LockMode::Pessimistic, 0, just_switched),
-                true,
+                &contention(LockMode::Pessimistic, just_switched),
+                false,
                 now,
             );
             assert_eq!(switched, None, "too soon after the last switch");
         }
         let long_ago = now - chrono::Duration::seconds(60);
-        let switched = controller.record(
+        let switched = controller.observe_attempt(
             showtime,
-            &contention(LockMode::Pessimistic, 0, long_ago),
-            true,
+            &contention(LockMode::Pessimistic, long_ago),
+            false,
             now,
         );
         assert_eq!(switched.map(|(mode, _)| mode), Some(LockMode::Optimistic));
@@ -362,10 +381,13 @@ mod tests {
         let controller = controller(LockingSettings::default());
         let showtime = Uuid::new_v4();
         let now = Utc::now();
-        let mut fixed = contention(LockMode::Optimistic, 3, now);
+        let mut fixed = contention(LockMode::Optimistic, now);
         fixed.auto = false;
         for _ in 0..50 {
-            assert_eq!(controller.record(showtime, &fixed, true, now), None);
+            assert_eq!(
+                controller.observe_attempt(showtime, &fixed, true, now),
+                None
+            );
         }
     }
 

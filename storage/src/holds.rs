@@ -28,7 +28,7 @@ use crate::movies;
 use crate::outbox;
 use crate::seating::{self, BestRequest};
 use crate::store::rejected;
-use crate::store::ShowtimeFacts;
+use crate::store::{Outcome, ShowtimeFacts};
 use crate::{Error, Storage};
 
 /// How seats of a showtime are being claimed.
@@ -129,6 +129,22 @@ pub struct NewHold<'a> {
     pub peak: bool,
     /// Optimistic attempts before giving up on a busy showtime.
     pub attempts: u32,
+    /// Told of every attempt, and may switch the showtime's mode between
+    /// attempts.
+    pub observer: &'a dyn ContentionObserver,
+}
+
+/// Watches claims attempt by attempt, so that a showtime under `auto` can
+/// switch modes in the middle of a storm rather than after it.
+pub trait ContentionObserver: Send + Sync + std::fmt::Debug {
+    /// The mode to switch the showtime to, if any, with the conflict rate
+    /// that decided it.
+    fn observe(
+        &self,
+        showtime: Uuid,
+        contention: &Contention,
+        collided: bool,
+    ) -> Option<(LockMode, f64)>;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -175,6 +191,8 @@ pub struct Contention {
     pub attempts: u32,
     /// Attempts that found a seat taken or a row locked since they looked.
     pub conflicts: u32,
+    /// The mode this claim switched the showtime to.
+    pub switched: Option<LockMode>,
 }
 
 impl Contention {
@@ -186,6 +204,7 @@ impl Contention {
             since: Utc::now(),
             attempts: 0,
             conflicts: 0,
+            switched: None,
         }
     }
 }
@@ -385,6 +404,10 @@ impl Storage {
                 Err(error) => return Err(Refused { error, contention }),
             };
             contention.conflicts += u32::from(contended);
+            let reached = matches!(attempt, Attempt::Done(_) | Attempt::Collided) || contended;
+            if reached {
+                self.observe_attempt(new, &mut contention, contended).await;
+            }
             match attempt {
                 Attempt::Done(hold) => return Ok(Claim { hold, contention }),
                 Attempt::Refused(error) => return Err(Refused { error, contention }),
@@ -404,6 +427,30 @@ impl Storage {
                     ))
                     .await;
                 }
+            }
+        }
+    }
+
+    /// Hands an attempt to the observer and carries out the switch it asks
+    /// for, so the next attempt, here or on any instance, runs in the new
+    /// mode.
+    async fn observe_attempt(
+        &self,
+        new: &NewHold<'_>,
+        contention: &mut Contention,
+        collided: bool,
+    ) {
+        let Some((mode, rate)) = new.observer.observe(new.showtime_id, contention, collided) else {
+            return;
+        };
+        match self.switch_lock_mode(new.showtime_id, mode, rate).await {
+            Ok(true) => {
+                contention.switched = Some(mode);
+                tracing::info!(showtime = %new.showtime_id, mode = mode.as_str(), rate, "seat locking switched");
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(showtime = %new.showtime_id, error = %err, "could not switch seat locking");
             }
         }
     }
@@ -448,10 +495,15 @@ impl Storage {
                     .await?;
                 continue;
             }
-            let Some(target) = claim_target(&transaction, new.showtime_id)
-                .await
-                .map_err(|err| rejected(server, err))?
-            else {
+            // One round trip: the showtime, the customer's seats (under the
+            // customer's row lock) and the seats as they stand.
+            let (target, limit, snapshot) = futures::try_join!(
+                claim_target(&transaction, new.showtime_id),
+                customer_limit(&transaction, new),
+                seat_snapshot(&transaction, new.showtime_id, None),
+            )
+            .map_err(|err| rejected(server, err))?;
+            let Some(target) = target else {
                 let error = Error::NotFound {
                     what: "showtime",
                     id: new.showtime_id,
@@ -477,10 +529,7 @@ impl Storage {
                 ));
                 return Ok((Attempt::Refused(error), false));
             }
-            if let Some(error) = customer_limit(&transaction, new)
-                .await
-                .map_err(|err| rejected(server, err))?
-            {
+            if let Some(error) = limit {
                 return Ok((Attempt::Refused(error), false));
             }
             let ttl = new.ttl.as_secs_f64();
@@ -494,11 +543,13 @@ impl Storage {
                         hold_id,
                         ttl,
                         contention.attempts,
+                        snapshot,
                     )
                     .await
                 }
                 LockMode::Pessimistic => {
-                    claim_pessimistic(&transaction, new, movie, layout, hold_id, ttl).await
+                    claim_pessimistic(&transaction, new, movie, layout, hold_id, ttl, snapshot)
+                        .await
                 }
             }
             .map_err(|err| rejected(server, err))?;
@@ -522,22 +573,21 @@ impl Storage {
                 };
                 prices.push(*price);
             }
-            let hold = insert_hold(
-                &transaction,
-                hold_id,
-                new,
-                movie,
-                &seats,
-                &prices,
-                &target.currency,
-                ttl,
-                layout,
+            let (hold, ()) = futures::try_join!(
+                insert_hold(
+                    &transaction,
+                    hold_id,
+                    new,
+                    movie,
+                    &seats,
+                    &prices,
+                    &target.currency,
+                    ttl,
+                    layout,
+                ),
+                outbox::record(&transaction, "showtime", new.showtime_id, "seats.held"),
             )
-            .await
             .map_err(|err| rejected(server, err))?;
-            outbox::record(&transaction, "showtime", new.showtime_id, "seats.held")
-                .await
-                .map_err(|err| rejected(server, err))?;
             transaction
                 .commit()
                 .await
@@ -608,7 +658,11 @@ impl Storage {
                         )
                         .await?;
                 }
-                Ok(extended == 1)
+                Ok(if extended == 1 {
+                    Outcome::Commit(true)
+                } else {
+                    Outcome::Rollback(false)
+                })
             })
         })
         .await?
@@ -653,7 +707,8 @@ impl Storage {
                         &[&id],
                     )
                     .await?;
-                outbox::record(transaction, "showtime", showtime, "seats.released").await
+                outbox::record(transaction, "showtime", showtime, "seats.released").await?;
+                Ok(Outcome::Commit(()))
             })
         })
         .await
@@ -851,8 +906,10 @@ impl Storage {
         hold: &Hold,
         work: impl for<'t> Fn(
             &'t deadpool_postgres::Transaction<'t>,
-        )
-            -> futures::future::BoxFuture<'t, Result<T, tokio_postgres::Error>>,
+        ) -> futures::future::BoxFuture<
+            't,
+            Result<Outcome<T>, tokio_postgres::Error>,
+        >,
     ) -> Result<T, Error> {
         self.in_movie_transaction(hold.id, hold.movie_id, work)
             .await
@@ -902,18 +959,13 @@ async fn customer_limit(
     client: &impl GenericClient,
     new: &NewHold<'_>,
 ) -> Result<Option<Error>, tokio_postgres::Error> {
-    let lock = client
-        .prepare_cached(
+    let (lock, count) = futures::try_join!(
+        client.prepare_cached(
             "insert into showtime_customers (showtime_id, customer, movie_id) \
              select id, $2, movie_id from showtimes where id = $1 \
              on conflict (showtime_id, customer) do update set customer = excluded.customer",
-        )
-        .await?;
-    client
-        .execute(&lock, &[&new.showtime_id, &new.customer])
-        .await?;
-    let count = client
-        .prepare_cached(
+        ),
+        client.prepare_cached(
             "select \
                  (select coalesce(sum(cardinality(seats)), 0) from holds \
                   where showtime_id = $1 and customer = $2 and status in ('active', 'ordering') \
@@ -922,12 +974,15 @@ async fn customer_limit(
                   where t.order_id in (select id from orders \
                       where showtime_id = $1 and customer = $2 and status = 'confirmed') \
                       and t.status = 'valid')",
-        )
-        .await?;
-    let owned: i64 = client
-        .query_one(&count, &[&new.showtime_id, &new.customer])
-        .await?
-        .get(0);
+        ),
+    )?;
+    // Sent together; the count runs once the customer's row is locked.
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&new.showtime_id, &new.customer];
+    let (_, owned) = futures::try_join!(
+        client.execute(&lock, &params),
+        client.query_one(&count, &params),
+    )?;
+    let owned: i64 = owned.get(0);
     let owned = usize::try_from(owned).unwrap_or(usize::MAX);
     let wanted = new.choice.count();
     if owned + wanted > new.per_customer {
@@ -968,6 +1023,7 @@ fn no_block_error(request: BestRequest) -> Error {
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn claim_optimistic(
     client: &impl GenericClient,
     new: &NewHold<'_>,
@@ -976,8 +1032,8 @@ async fn claim_optimistic(
     hold: Uuid,
     ttl: f64,
     attempt: u32,
+    snapshot: HashMap<String, SeatState>,
 ) -> Result<(Attempt<Vec<String>>, bool), tokio_postgres::Error> {
-    let snapshot = seat_snapshot(client, new.showtime_id, None).await?;
     let seats = match new.choice {
         SeatChoice::Seats(seats) => {
             let taken: Vec<&String> = seats
@@ -1039,11 +1095,12 @@ async fn claim_pessimistic(
     layout: &SeatLayout,
     hold: Uuid,
     ttl: f64,
+    before: HashMap<String, SeatState>,
 ) -> Result<(Attempt<Vec<String>>, bool), tokio_postgres::Error> {
+    // `before` is what an optimistic buyer would have chosen from: a
+    // different outcome once the rows are locked is the conflict it would
+    // have met.
     seat_rows(client, new.showtime_id, movie, layout).await?;
-    // What an optimistic buyer would have chosen: a different outcome once
-    // the rows are locked is the conflict it would have met.
-    let before = seat_snapshot(client, new.showtime_id, None).await?;
     match new.choice {
         SeatChoice::Seats(seats) => {
             let rows: BTreeSet<&str> = seats

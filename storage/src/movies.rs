@@ -258,12 +258,21 @@ pub async fn lock_unfenced(
     } else {
         "select 1 from movies where id = $1 for share"
     };
-    let lock = transaction.prepare_cached(sql).await?;
-    let exists = transaction.query_opt(&lock, &[&id]).await?.is_some();
-    if let Some(moved_to) = fenced(transaction, id).await? {
-        return Ok(Err(moved_to));
+    let (lock, fence) = futures::try_join!(
+        transaction.prepare_cached(sql),
+        transaction.prepare_cached("select moved_to from movie_fences where movie_id = $1"),
+    )?;
+    // Sent together and run in order: the fence is read once the lock is
+    // held, so a fence committed by a concurrent move is always seen.
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+    let (exists, fence) = futures::try_join!(
+        transaction.query_opt(&lock, &params),
+        transaction.query_opt(&fence, &params),
+    )?;
+    if let Some(fence) = fence {
+        return Ok(Err(fence.get(0)));
     }
-    Ok(Ok(exists))
+    Ok(Ok(exists.is_some()))
 }
 
 /// One node's share of a movie listing.

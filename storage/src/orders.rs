@@ -17,7 +17,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::outbox;
-use crate::store::rejected;
+use crate::store::{rejected, Outcome};
 use crate::{Error, Storage};
 
 /// What the caller knows when an order request arrives.
@@ -265,13 +265,26 @@ impl Storage {
                     provider.clone(),
                 );
                 Box::pin(async move {
-                    let fresh = transaction
-                        .execute(
+                    // One round trip: the key and the hold it is for.
+                    let key_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                        [&key, &movie, &request_hash, &order_id];
+                    let hold_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] =
+                        [&hold_id];
+                    let (fresh, hold) = futures::try_join!(
+                        transaction.execute(
                             "insert into idempotency_keys (key, movie_id, request_hash, order_id, state) \
                              values ($1, $2, $3, $4, 'in_flight') on conflict (key) do nothing",
-                            &[&key, &movie, &request_hash, &order_id],
-                        )
-                        .await?;
+                            &key_params,
+                        ),
+                        transaction.query_opt(
+                            "select h.token_hash, h.status, h.expires_at <= now(), \
+                                 s.starts_at <= now(), h.seats, h.currency, h.prices, \
+                                 h.customer, h.showtime_id \
+                             from holds h join showtimes s on s.id = h.showtime_id \
+                             where h.id = $1 for update of h",
+                            &hold_params,
+                        ),
+                    )?;
                     if fresh == 0 {
                         let row = transaction
                             .query_one(
@@ -282,7 +295,7 @@ impl Storage {
                             .await?;
                         let stored: Vec<u8> = row.get(0);
                         let state: String = row.get(1);
-                        return Ok(Opening::Begun(if stored != request_hash {
+                        return Ok(Outcome::Rollback(Opening::Begun(if stored != request_hash {
                             Begun::Mismatch
                         } else if state == "done" {
                             let status: i32 = row.get(2);
@@ -294,29 +307,19 @@ impl Storage {
                             Begun::InFlight {
                                 order_id: row.get(4),
                             }
-                        }));
+                        })));
                     }
-                    let hold = transaction
-                        .query_opt(
-                            "select h.token_hash, h.status, h.expires_at <= now(), \
-                                 s.starts_at <= now(), h.seats, h.currency, h.prices, \
-                                 h.customer, h.showtime_id \
-                             from holds h join showtimes s on s.id = h.showtime_id \
-                             where h.id = $1 for update of h",
-                            &[&hold_id],
-                        )
-                        .await?;
                     let Some(hold) = hold else {
-                        return Ok(Opening::Refused(Error::NotFound {
+                        return Ok(Outcome::Rollback(Opening::Refused(Error::NotFound {
                             what: "hold",
                             id: hold_id,
-                        }));
+                        })));
                     };
                     let owner: Vec<u8> = hold.get(0);
                     if owner != token_hash {
-                        return Ok(Opening::Refused(Error::Forbidden(format!(
+                        return Ok(Outcome::Rollback(Opening::Refused(Error::Forbidden(format!(
                             "hold {hold_id} belongs to another booking; send the booking token it was created with"
-                        ))));
+                        )))));
                     }
                     let status: String = hold.get(1);
                     let lapsed: bool = hold.get(2);
@@ -330,55 +333,58 @@ impl Storage {
                         _ => None,
                     };
                     if let Some(refusal) = refusal {
-                        return Ok(Opening::Refused(Error::Conflict(refusal)));
+                        return Ok(Outcome::Rollback(Opening::Refused(Error::Conflict(refusal))));
                     }
                     let seats: Vec<String> = hold.get(4);
-                    let kept = transaction
-                        .execute(
-                            "update seat_states set expires_at = greatest(expires_at, now() + make_interval(secs => $2)) \
-                             where hold_id = $1 and state = 'held'",
-                            &[&hold_id, &window],
-                        )
-                        .await?;
-                    if usize::try_from(kept).unwrap_or(0) != seats.len() {
-                        return Ok(Opening::Refused(Error::Conflict(format!(
-                            "hold {hold_id} has expired; its seats are back on sale"
-                        ))));
-                    }
-                    transaction
-                        .execute(
-                            "update holds set status = 'ordering', \
-                                 expires_at = greatest(expires_at, now() + make_interval(secs => $2)), \
-                                 updated_at = now() \
-                             where id = $1",
-                            &[&hold_id, &window],
-                        )
-                        .await?;
                     let currency: String = hold.get(5);
                     let prices: Vec<i64> = hold.get(6);
                     let amount: i64 = prices.iter().sum();
                     let customer: String = hold.get(7);
                     let showtime: Uuid = hold.get(8);
-                    let row = transaction
-                        .query_one(
+                    // One round trip for every write; a hold found lapsed
+                    // rolls them all back.
+                    let seat_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                        [&hold_id, &window];
+                    let hold_update_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                        [&hold_id, &window];
+                    let order_params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+                        &order_id, &hold_id, &showtime, &movie, &customer, &token_hash, &seats,
+                        &amount, &currency, &method, &provider,
+                    ];
+                    let payment_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                        [&authorization, &order_id, &movie, &amount];
+                    let (kept, _, row, _) = futures::try_join!(
+                        transaction.execute(
+                            "update seat_states set expires_at = greatest(expires_at, now() + make_interval(secs => $2)) \
+                             where hold_id = $1 and state = 'held'",
+                            &seat_params,
+                        ),
+                        transaction.execute(
+                            "update holds set status = 'ordering', \
+                                 expires_at = greatest(expires_at, now() + make_interval(secs => $2)), \
+                                 updated_at = now() \
+                             where id = $1",
+                            &hold_update_params,
+                        ),
+                        transaction.query_one(
                             "insert into orders (id, hold_id, showtime_id, movie_id, customer, token_hash, \
                                  seats, amount, currency, status, payment_method, provider) \
                              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11) \
                              returning created_at, updated_at",
-                            &[
-                                &order_id, &hold_id, &showtime, &movie, &customer, &token_hash,
-                                &seats, &amount, &currency, &method, &provider,
-                            ],
-                        )
-                        .await?;
-                    transaction
-                        .execute(
+                            &order_params,
+                        ),
+                        transaction.execute(
                             "insert into payments (id, order_id, movie_id, kind, amount, status) \
                              values ($1, $2, $3, 'authorization', $4, 'pending')",
-                            &[&authorization, &order_id, &movie, &amount],
-                        )
-                        .await?;
-                    Ok(Opening::Begun(Begun::Started(Box::new(Order {
+                            &payment_params,
+                        ),
+                    )?;
+                    if usize::try_from(kept).unwrap_or(0) != seats.len() {
+                        return Ok(Outcome::Rollback(Opening::Refused(Error::Conflict(format!(
+                            "hold {hold_id} has expired; its seats are back on sale"
+                        )))));
+                    }
+                    Ok(Outcome::Commit(Opening::Begun(Begun::Started(Box::new(Order {
                         id: order_id,
                         hold_id,
                         showtime_id: showtime,
@@ -399,7 +405,7 @@ impl Storage {
                         confirmed_at: None,
                         updated_at: row.get(1),
                         tickets: Vec::new(),
-                    }))))
+                    })))))
                 })
             })
             .await;
@@ -536,90 +542,94 @@ impl Storage {
             );
             let (body, event, reference) = (body.clone(), event.clone(), reference.clone());
             Box::pin(async move {
-                let pending = transaction
-                    .query_opt(
+                // The order, and its seats locked before they are counted,
+                // so no buyer can take a seat whose hold lapsed between the
+                // count and the sale.
+                let order_lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] =
+                    [&order_id];
+                let seat_lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                    [&hold_id, &seats];
+                let (pending, still_held) = futures::try_join!(
+                    transaction.query_opt(
                         "select 1 from orders where id = $1 and status = 'pending' for update",
-                        &[&order_id],
-                    )
-                    .await?;
-                if pending.is_none() {
-                    return Ok(None);
-                }
-                // Locked before counting, so no buyer can take a seat whose
-                // hold lapsed between the count and the sale.
-                let still_held: i64 = transaction
-                    .query_one(
+                        &order_lock_params,
+                    ),
+                    transaction.query_one(
                         "select count(*) from (select 1 from seat_states \
                              where hold_id = $1 and state = 'held' and seat = any($2) for update) x",
-                        &[&hold_id, &seats],
-                    )
-                    .await?
-                    .get(0);
-                if usize::try_from(still_held).unwrap_or(0) != seats.len() {
-                    return Ok(None);
+                        &seat_lock_params,
+                    ),
+                )?;
+                let still_held: i64 = still_held.get(0);
+                if pending.is_none() || usize::try_from(still_held).unwrap_or(0) != seats.len() {
+                    return Ok(Outcome::Rollback(None));
                 }
-                transaction
-                    .execute(
+                // Every write in one round trip. The provider calls that paid
+                // for the order are settled here rather than each in its own
+                // commit: a crash before this point is resolved by looking
+                // the payment up.
+                let sale_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&hold_id, &order_id, &seats];
+                let ticket_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                    [&ticket_ids, &order_id, &showtime, &ticket_seats, &prices, &codes];
+                let confirm_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                    [&order_id, &reference];
+                let payment_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                    [&capture, &order_id, &amount, &reference, &authorization];
+                let hold_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] =
+                    [&hold_id];
+                let key_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&order_id, &status, &body];
+                let outbox_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&order_id, &event, &showtime];
+                let (_, _, confirmed, _, _, _, _) = futures::try_join!(
+                    transaction.execute(
                         "update seat_states set state = 'sold', order_id = $2, expires_at = null, \
                              version = version + 1, updated_at = now() \
                          where hold_id = $1 and state = 'held' and seat = any($3)",
-                        &[&hold_id, &order_id, &seats],
-                    )
-                    .await?;
-                transaction
-                    .execute(
+                        &sale_params,
+                    ),
+                    transaction.execute(
                         "insert into tickets (id, order_id, showtime_id, movie_id, seat, price, code, status) \
                          select t.id, $2, $3, o.movie_id, t.seat, t.price, t.code, 'valid' \
                          from unnest($1::uuid[], $4::text[], $5::int8[], $6::text[]) as t (id, seat, price, code) \
                          cross join (select movie_id from orders where id = $2) o",
-                        &[&ticket_ids, &order_id, &showtime, &ticket_seats, &prices, &codes],
-                    )
-                    .await?;
-                let confirmed_at: DateTime<Utc> = transaction
-                    .query_one(
+                        &ticket_params,
+                    ),
+                    transaction.query_one(
                         "update orders set status = 'confirmed', confirmed_at = now(), \
                              payment_ref = $2, updated_at = now() \
                          where id = $1 returning confirmed_at",
-                        &[&order_id, &reference],
-                    )
-                    .await?
-                    .get(0);
-                // The provider calls that paid for the order are settled here
-                // rather than each in its own commit: a crash before this
-                // point is resolved by looking the payment up.
-                transaction
-                    .execute(
-                        "update payments set status = 'succeeded', provider_ref = $2, updated_at = now() \
-                         where id = $1",
-                        &[&authorization, &reference],
-                    )
-                    .await?;
-                transaction
-                    .execute(
-                        "insert into payments (id, order_id, movie_id, kind, amount, status, provider_ref) \
+                        &confirm_params,
+                    ),
+                    transaction.execute(
+                        "with authorization_paid as ( \
+                             update payments set status = 'succeeded', provider_ref = $4, updated_at = now() \
+                             where id = $5) \
+                         insert into payments (id, order_id, movie_id, kind, amount, status, provider_ref) \
                          select $1, id, movie_id, 'capture', $3, 'succeeded', $4 from orders where id = $2 \
                          on conflict (id) do update set status = 'succeeded', updated_at = now()",
-                        &[&capture, &order_id, &amount, &reference],
-                    )
-                    .await?;
-                transaction
-                    .execute(
+                        &payment_params,
+                    ),
+                    transaction.execute(
                         "update holds set status = 'ordered', updated_at = now() where id = $1",
-                        &[&hold_id],
-                    )
-                    .await?;
-                transaction
-                    .execute(
+                        &hold_params,
+                    ),
+                    transaction.execute(
                         "update idempotency_keys set state = 'done', response_status = $2, \
                              response = $3, updated_at = now() \
                          where order_id = $1",
-                        &[&order_id, &status, &body],
-                    )
-                    .await?;
-                outbox::record_payload(transaction, "order", order_id, "order.confirmed", &event)
-                    .await?;
-                outbox::record(transaction, "showtime", showtime, "seats.sold").await?;
-                Ok(Some(confirmed_at))
+                        &key_params,
+                    ),
+                    transaction.execute(
+                        "insert into outbox (aggregate, aggregate_id, event, payload) \
+                         values ('order', $1, 'order.confirmed', $2), \
+                                ('showtime', $3, 'seats.sold', '{}')",
+                        &outbox_params,
+                    ),
+                )?;
+                let confirmed_at: DateTime<Utc> = confirmed.get(0);
+                Ok(Outcome::Commit(Some(confirmed_at)))
             })
         })
             .await?;
@@ -665,7 +675,7 @@ impl Storage {
                     )
                     .await?;
                 if failed == 0 {
-                    return Ok(None);
+                    return Ok(Outcome::Rollback(None));
                 }
                 transaction
                     .execute(
@@ -694,7 +704,9 @@ impl Storage {
                             .await?;
                     }
                 }
-                load_order(transaction, order_id, false).await
+                load_order(transaction, order_id, false)
+                    .await
+                    .map(Outcome::Commit)
             })
         })
         .await
@@ -792,7 +804,7 @@ impl Storage {
                         .await?
                         .get(0);
                     if usize::try_from(still_valid).unwrap_or(0) != ids.len() {
-                        return Ok(Err(()));
+                        return Ok(Outcome::Rollback(Err(())));
                     }
                     transaction
                         .execute(
@@ -835,7 +847,7 @@ impl Storage {
                     outbox::record_payload(transaction, "order", order_id, "order.cancelled", &payload)
                         .await?;
                     outbox::record(transaction, "showtime", showtime, "seats.released").await?;
-                    Ok(Ok(refund))
+                    Ok(Outcome::Commit(Ok(refund)))
                 })
             })
             .await?

@@ -62,6 +62,14 @@ pub struct NodeLoad {
     pub bookings_per_second: f64,
 }
 
+/// How a unit of work inside [`Storage::in_movie_transaction`] ends: a
+/// refusal found half-way rolls back whatever the work wrote before it.
+#[derive(Debug)]
+pub(crate) enum Outcome<T> {
+    Commit(T),
+    Rollback(T),
+}
+
 /// What `migrate` did on each node.
 #[derive(Debug, Default)]
 pub struct MigrationReport {
@@ -179,8 +187,10 @@ impl Storage {
         movie: Uuid,
         work: impl for<'t> Fn(
             &'t deadpool_postgres::Transaction<'t>,
-        )
-            -> futures::future::BoxFuture<'t, Result<T, tokio_postgres::Error>>,
+        ) -> futures::future::BoxFuture<
+            't,
+            Result<Outcome<T>, tokio_postgres::Error>,
+        >,
     ) -> Result<T, Error> {
         let mut attempt = 0;
         loop {
@@ -202,14 +212,19 @@ impl Storage {
                     .await?;
                 continue;
             }
-            let value = work(&transaction)
+            let outcome = work(&transaction)
                 .await
                 .map_err(|err| rejected(server, err))?;
-            transaction
-                .commit()
-                .await
-                .map_err(|err| rejected(server, err))?;
-            return Ok(value);
+            return match outcome {
+                Outcome::Commit(value) => {
+                    transaction
+                        .commit()
+                        .await
+                        .map_err(|err| rejected(server, err))?;
+                    Ok(value)
+                }
+                Outcome::Rollback(value) => Ok(value),
+            };
         }
     }
 

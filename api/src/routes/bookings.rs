@@ -88,7 +88,10 @@ impl Validate for HoldBody {
             _ => {}
         }
         if !email_ok(&self.email) {
-            errors.push(FieldError::new("email", "an email address such as ada@example.com"));
+            errors.push(FieldError::new(
+                "email",
+                "an email address such as ada@example.com",
+            ));
         }
         if let Some(seats) = &self.seats {
             for (index, seat) in seats.iter().enumerate() {
