@@ -30,6 +30,8 @@ struct Tracker {
     last_seen: DateTime<Utc>,
     /// The mode of the last claim, as counted in the mode gauge.
     mode: LockMode,
+    /// The last switch this instance decided, and when.
+    decided: Option<(LockMode, DateTime<Utc>)>,
 }
 
 /// What this instance has seen of one showtime.
@@ -201,6 +203,7 @@ impl Controller {
                 recent: VecDeque::with_capacity(self.settings.window),
                 last_seen: now,
                 mode: contention.mode,
+                decided: None,
             }
         });
         tracker.last_seen = now;
@@ -210,8 +213,9 @@ impl Controller {
         }
         let observed = observed(tracker);
         let switch = self.decide(contention, &observed, now);
-        if switch.is_some() {
+        if let Some(mode) = switch {
             tracker.recent.clear();
+            tracker.decided = Some((mode, now));
         }
         let current = switch.unwrap_or(contention.mode);
         if tracker.mode != current {
@@ -288,6 +292,13 @@ impl ContentionObserver for Controller {
         collided: bool,
     ) -> Option<(LockMode, f64)> {
         self.observe_attempt(showtime, contention, collided, Utc::now())
+    }
+
+    fn decided(&self, showtime: Uuid) -> Option<(LockMode, DateTime<Utc>)> {
+        self.showtimes
+            .lock()
+            .ok()
+            .and_then(|showtimes| showtimes.get(&showtime).and_then(|t| t.decided))
     }
 }
 
@@ -374,6 +385,21 @@ mod tests {
             now,
         );
         assert_eq!(switched.map(|(mode, _)| mode), Some(LockMode::Optimistic));
+    }
+
+    #[test]
+    fn a_switch_applies_on_this_instance_before_it_is_stored() {
+        let controller = controller(LockingSettings::default());
+        let showtime = Uuid::new_v4();
+        let now = Utc::now();
+        assert_eq!(controller.decided(showtime), None);
+        for _ in 0..10 {
+            controller.observe_attempt(showtime, &contention(LockMode::Optimistic, now), true, now);
+        }
+        assert_eq!(
+            controller.decided(showtime).map(|(mode, _)| mode),
+            Some(LockMode::Pessimistic)
+        );
     }
 
     #[test]

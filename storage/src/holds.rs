@@ -145,6 +145,11 @@ pub trait ContentionObserver: Send + Sync + std::fmt::Debug {
         contention: &Contention,
         collided: bool,
     ) -> Option<(LockMode, f64)>;
+
+    /// The mode this instance last switched the showtime to, and when. It
+    /// applies at once to every claim here, while the stored switch waits
+    /// for a connection behind the very storm that caused it.
+    fn decided(&self, showtime: Uuid) -> Option<(LockMode, DateTime<Utc>)>;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -511,12 +516,14 @@ impl Storage {
                 return Ok((Attempt::Refused(error), false));
             };
             contention.auto = target.policy == LockPolicy::Auto;
-            contention.stored = target.stored;
-            contention.since = target.since;
+            (contention.stored, contention.since) = match new.observer.decided(new.showtime_id) {
+                Some((mode, at)) if at > target.since => (mode, at),
+                _ => (target.stored, target.since),
+            };
             contention.mode = match target.policy {
                 LockPolicy::Fixed(fixed) => fixed,
                 LockPolicy::Auto if new.peak => LockMode::Pessimistic,
-                LockPolicy::Auto => target.stored,
+                LockPolicy::Auto => contention.stored,
             };
             // Counted only once the claim reaches the seats: a request
             // refused earlier (an exhausted pool, a moved movie) says

@@ -253,6 +253,11 @@ async fn a_hold_lapses_and_its_seats_return_with_nobody_acting() {
         count_where(&app, "select count(*) from {schema}.orders").await,
         0
     );
+    assert_eq!(
+        count_where(&app, "select count(*) from {schema}.idempotency_keys").await,
+        0,
+        "a refused order leaves no key behind"
+    );
 
     // The sweeper marks the first hold expired.
     let mut status = Value::Null;
