@@ -400,9 +400,19 @@ impl Storage {
             }
         }
         let hold_id = ids::scoped(showtime.movie_id);
+        // Retries keep their connection: going back to the pool would put a
+        // collided buyer behind everyone who arrived since.
+        let mut pooled = None;
         loop {
             let outcome = self
-                .hold_attempt(new, &showtime, &layout, hold_id, &mut contention)
+                .hold_attempt(
+                    new,
+                    &showtime,
+                    &layout,
+                    hold_id,
+                    &mut contention,
+                    &mut pooled,
+                )
                 .await;
             let (attempt, contended) = match outcome {
                 Ok(outcome) => outcome,
@@ -425,12 +435,21 @@ impl Storage {
                         ));
                         return Err(Refused { error, contention });
                     }
-                    // Spread retries so colliding buyers do not collide again.
-                    let jitter = u64::from(hold_id.as_bytes()[15] % 8);
-                    tokio::time::sleep(std::time::Duration::from_millis(
-                        u64::from(contention.attempts) * 2 + jitter,
-                    ))
-                    .await;
+                    // Spread optimistic retries so colliding buyers do not
+                    // collide again; a retry that will lock its row waits
+                    // for the lock instead.
+                    let pessimistic_next = contention.switched == Some(LockMode::Pessimistic)
+                        || new
+                            .observer
+                            .decided(new.showtime_id)
+                            .is_some_and(|(mode, _)| mode == LockMode::Pessimistic);
+                    if !pessimistic_next {
+                        let jitter = u64::from(hold_id.as_bytes()[15] % 8);
+                        tokio::time::sleep(std::time::Duration::from_millis(
+                            u64::from(contention.attempts) * 2 + jitter,
+                        ))
+                        .await;
+                    }
                 }
             }
         }
@@ -481,12 +500,24 @@ impl Storage {
         layout: &SeatLayout,
         hold_id: Uuid,
         contention: &mut Contention,
+        pooled: &mut Option<(marquee_sharding::NodeId, deadpool_postgres::Client)>,
     ) -> Result<(Attempt<Hold>, bool), Error> {
         let movie = showtime.movie_id;
         let mut stale = 0;
         loop {
             let server = self.scoped_primary(new.showtime_id)?;
-            let mut client = server.get().await?;
+            if pooled
+                .as_ref()
+                .is_some_and(|(node, _)| node != server.node())
+            {
+                *pooled = None;
+            }
+            if pooled.is_none() {
+                *pooled = Some((server.node().clone(), server.get().await?));
+            }
+            let Some((_, client)) = pooled.as_mut() else {
+                continue;
+            };
             let transaction = client
                 .transaction()
                 .await

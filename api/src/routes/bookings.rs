@@ -746,7 +746,11 @@ impl BookingsApi {
         &self,
         state: Data<&Arc<AppState>>,
         token: BookingToken,
-        #[oai(name = "Idempotency-Key")] key: Header<String>,
+        #[oai(
+            name = "Idempotency-Key",
+            validator(min_length = 1, max_length = 255, pattern = r"^[!-~]+$")
+        )]
+        key: Header<String>,
         body: JsonBody<OrderBody>,
     ) -> Result<OrderPlaced, ApiError> {
         valid_key(&key.0)?;
