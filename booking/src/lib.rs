@@ -497,17 +497,7 @@ impl Booking {
         view.status = "confirmed".to_owned();
         view.confirmed_at = Some(Utc::now());
         view.payment_ref = Some(paid.reference.clone());
-        view.tickets = tickets
-            .iter()
-            .map(|ticket| Ticket {
-                id: ticket.id,
-                seat: ticket.seat.clone(),
-                price: ticket.price,
-                code: ticket.code.clone(),
-                status: "valid".to_owned(),
-                refunded: 0,
-            })
-            .collect();
+        view.tickets = tickets.iter().map(Ticket::from).collect();
         let body = render.order(&view);
         let event = json!({
             "order_id": order.id,

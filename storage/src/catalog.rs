@@ -473,23 +473,17 @@ impl Storage {
                 .transaction()
                 .await
                 .map_err(|err| rejected(server, err))?;
-            match movies::lock_unfenced(&transaction, movie, false)
-                .await
-                .map_err(|err| rejected(server, err))?
-            {
-                Err(moved_to) => {
-                    drop(transaction);
-                    self.after_stale_route(server, movie, moved_to, &mut attempt)
-                        .await?;
-                    continue;
-                }
-                Ok(false) => {
-                    return Err(Error::NotFound {
-                        what: "movie",
-                        id: movie,
-                    })
-                }
-                Ok(true) => {}
+            let Some((transaction, exists)) = self
+                .lock_movie(transaction, server, movie, false, &mut attempt)
+                .await?
+            else {
+                continue;
+            };
+            if !exists {
+                return Err(Error::NotFound {
+                    what: "movie",
+                    id: movie,
+                });
             }
             showtimes::insert(&transaction, new)
                 .await
@@ -640,15 +634,12 @@ impl Storage {
                 .transaction()
                 .await
                 .map_err(|err| rejected(server, err))?;
-            if let Err(moved_to) = movies::lock_unfenced(&transaction, movie, false)
-                .await
-                .map_err(|err| rejected(server, err))?
-            {
-                drop(transaction);
-                self.after_stale_route(server, movie, moved_to, &mut attempt)
-                    .await?;
+            let Some((transaction, _)) = self
+                .lock_movie(transaction, server, movie, false, &mut attempt)
+                .await?
+            else {
                 continue;
-            }
+            };
             let stored = showtimes::update(&transaction, id, schedule)
                 .await
                 .map_err(|err| rejected(server, err))?
@@ -680,15 +671,12 @@ impl Storage {
                 .transaction()
                 .await
                 .map_err(|err| rejected(server, err))?;
-            if let Err(moved_to) = movies::lock_unfenced(&transaction, movie, false)
-                .await
-                .map_err(|err| rejected(server, err))?
-            {
-                drop(transaction);
-                self.after_stale_route(server, movie, moved_to, &mut attempt)
-                    .await?;
+            let Some((transaction, _)) = self
+                .lock_movie(transaction, server, movie, false, &mut attempt)
+                .await?
+            else {
                 continue;
-            }
+            };
             let taken = showtimes::seats_taken(&transaction, id)
                 .await
                 .map_err(|err| rejected(server, err))?;
@@ -753,18 +741,14 @@ impl Storage {
                 .transaction()
                 .await
                 .map_err(|err| rejected(server, err))?;
-            match movies::lock_unfenced(&transaction, id, true)
-                .await
-                .map_err(|err| rejected(server, err))?
-            {
-                Err(moved_to) => {
-                    drop(transaction);
-                    self.after_stale_route(server, id, moved_to, &mut attempt)
-                        .await?;
-                    continue;
-                }
-                Ok(false) => return Err(Error::NotFound { what: "movie", id }),
-                Ok(true) => {}
+            let Some((transaction, exists)) = self
+                .lock_movie(transaction, server, id, true, &mut attempt)
+                .await?
+            else {
+                continue;
+            };
+            if !exists {
+                return Err(Error::NotFound { what: "movie", id });
             }
             let scheduled = showtimes::count_of_movie(&transaction, id)
                 .await

@@ -24,7 +24,6 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::layout::{Prices, SeatKind, SeatLayout};
-use crate::movies;
 use crate::outbox;
 use crate::seating::{self, BestRequest};
 use crate::store::rejected;
@@ -522,15 +521,12 @@ impl Storage {
                 .transaction()
                 .await
                 .map_err(|err| rejected(server, err))?;
-            if let Err(moved_to) = movies::lock_unfenced(&transaction, movie, false)
-                .await
-                .map_err(|err| rejected(server, err))?
-            {
-                drop(transaction);
-                self.after_stale_route(server, movie, moved_to, &mut stale)
-                    .await?;
+            let Some((transaction, _)) = self
+                .lock_movie(transaction, server, movie, false, &mut stale)
+                .await?
+            else {
                 continue;
-            }
+            };
             // One round trip: the showtime, the customer's seats (under the
             // customer's row lock) and the seats as they stand.
             let (target, limit, snapshot) = futures::try_join!(

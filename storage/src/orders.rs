@@ -73,6 +73,19 @@ pub struct Ticket {
     pub refunded: i64,
 }
 
+impl From<&NewTicket> for Ticket {
+    fn from(ticket: &NewTicket) -> Self {
+        Self {
+            id: ticket.id,
+            seat: ticket.seat.clone(),
+            price: ticket.price,
+            code: ticket.code.clone(),
+            status: "valid".to_owned(),
+            refunded: 0,
+        }
+    }
+}
+
 /// How an order was paid, settled in the confirming transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paid {
@@ -638,17 +651,7 @@ impl Storage {
             confirmed.status = "confirmed".to_owned();
             confirmed.confirmed_at = Some(confirmed_at);
             confirmed.payment_ref = Some(paid.reference.clone());
-            confirmed.tickets = tickets
-                .iter()
-                .map(|ticket| Ticket {
-                    id: ticket.id,
-                    seat: ticket.seat.clone(),
-                    price: ticket.price,
-                    code: ticket.code.clone(),
-                    status: "valid".to_owned(),
-                    refunded: 0,
-                })
-                .collect();
+            confirmed.tickets = tickets.iter().map(Ticket::from).collect();
             confirmed
         }))
     }

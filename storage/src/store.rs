@@ -177,6 +177,32 @@ impl Storage {
         Ok(layout)
     }
 
+    /// Locks `movie` in `transaction` against a move, answering the
+    /// transaction and whether the movie's row is on this node. When the
+    /// movie was fenced here (it moved), the transaction is dropped, the map
+    /// reloaded, and `None` tells the caller to retry on the new node.
+    pub(crate) async fn lock_movie<'a>(
+        &self,
+        transaction: deadpool_postgres::Transaction<'a>,
+        server: &Server,
+        movie: Uuid,
+        exclusive: bool,
+        attempt: &mut u32,
+    ) -> Result<Option<(deadpool_postgres::Transaction<'a>, bool)>, Error> {
+        match movies::lock_unfenced(&transaction, movie, exclusive)
+            .await
+            .map_err(|err| rejected(server, err))?
+        {
+            Ok(exists) => Ok(Some((transaction, exists))),
+            Err(moved_to) => {
+                drop(transaction);
+                self.after_stale_route(server, movie, moved_to, attempt)
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Runs `work` in one transaction on the node of `route` (a scoped id of
     /// `movie`) with the movie locked against a move. A movie fenced there
     /// has moved: the map is reloaded and the work retried on its new node,
@@ -203,15 +229,12 @@ impl Storage {
                 .transaction()
                 .await
                 .map_err(|err| rejected(server, err))?;
-            if let Err(moved_to) = movies::lock_unfenced(&transaction, movie, false)
-                .await
-                .map_err(|err| rejected(server, err))?
-            {
-                drop(transaction);
-                self.after_stale_route(server, movie, moved_to, &mut attempt)
-                    .await?;
+            let Some((transaction, _)) = self
+                .lock_movie(transaction, server, movie, false, &mut attempt)
+                .await?
+            else {
                 continue;
-            }
+            };
             let outcome = work(&transaction)
                 .await
                 .map_err(|err| rejected(server, err))?;
