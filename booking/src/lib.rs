@@ -231,7 +231,8 @@ impl Booking {
             .await?)
     }
 
-    pub async fn release_hold(&self, id: Uuid, token: &str) -> Result<(), Error> {
+    /// Releases a hold; the showtime whose seats came back.
+    pub async fn release_hold(&self, id: Uuid, token: &str) -> Result<Uuid, Error> {
         Ok(self.storage.release_hold(id, &token_hash(token)).await?)
     }
 
@@ -583,59 +584,50 @@ impl Booking {
             },
         )?;
         let minutes_before = (showtime.schedule.starts_at - Utc::now()).num_minutes();
-        let (percent, hash) = match access {
-            Access::Admin => (refund_percent.unwrap_or(100).min(100), None),
-            Access::Token(token) => {
-                let percent = self
-                    .settings
-                    .cancellation
-                    .refund_percent(minutes_before)
-                    .ok_or_else(|| {
-                        marquee_storage::Error::Conflict(format!(
-                            "bookings can be cancelled until {} minutes before the show; this one starts in {minutes_before}",
-                            self.settings.cancellation.cutoff_minutes
-                        ))
-                    })?;
-                (percent, Some(token_hash(token)))
-            }
+        let percent = match access {
+            Access::Admin => refund_percent.unwrap_or(100).min(100),
+            Access::Token(_) => self
+                .settings
+                .cancellation
+                .refund_percent(minutes_before)
+                .ok_or_else(|| {
+                    marquee_storage::Error::Conflict(format!(
+                        "bookings can be cancelled until {} minutes before the show; this one starts in {minutes_before}",
+                        self.settings.cancellation.cutoff_minutes
+                    ))
+                })?,
         };
         let cancelled = self
             .storage
             .cancel_order(&Cancellation {
-                order_id: id,
-                token_hash: hash.as_deref(),
+                order: &order,
                 seats,
                 refund_percent: percent,
                 refund_id: ids::sibling(id),
             })
             .await?;
-        if let (Some(refund), Some(reference)) = (&cancelled.refund, order.payment_ref.as_deref()) {
-            self.send_refund(&cancelled.order, reference, refund.id, refund.amount)
-                .await?;
-            return Ok(Cancelled {
-                order: self.order(id, Access::Admin).await?,
-                refund: self
-                    .storage
-                    .payments(id)
-                    .await?
-                    .into_iter()
-                    .find(|payment| payment.id == refund.id),
-                seats: cancelled.seats,
-            });
+        let mut cancelled = cancelled;
+        if let (Some(refund), Some(reference)) =
+            (cancelled.refund.as_mut(), order.payment_ref.as_deref())
+        {
+            refund.status = self
+                .send_refund(&cancelled.order, reference, refund.id, refund.amount)
+                .await?
+                .to_owned();
         }
         Ok(cancelled)
     }
 
-    /// Asks the provider for a recorded refund. A refund the provider does
-    /// not confirm stays pending and the sweeper asks again with the same
-    /// idempotency key, so it is paid exactly once.
+    /// Asks the provider for a recorded refund; the refund's status after.
+    /// A refund the provider does not confirm stays pending and the sweeper
+    /// asks again with the same idempotency key, so it is paid exactly once.
     async fn send_refund(
         &self,
         order: &Order,
         reference: &str,
         payment: Uuid,
         amount: i64,
-    ) -> Result<(), Error> {
+    ) -> Result<&'static str, Error> {
         match self
             .provider
             .refund(reference, amount, &payment.to_string())
@@ -645,18 +637,20 @@ impl Booking {
                 self.storage
                     .settle_payment(order, payment, true, Some(&refund.id), None)
                     .await?;
+                Ok("succeeded")
             }
             Err(PaymentError::Timeout | PaymentError::Unavailable(_)) => {
                 tracing::warn!(order = %order.id, %payment, "refund not confirmed yet; it will be retried");
+                Ok("pending")
             }
             Err(error) => {
                 tracing::error!(order = %order.id, %payment, error = %error, "the provider refused a refund");
                 self.storage
                     .settle_payment(order, payment, false, None, Some(&error.to_string()))
                     .await?;
+                Ok("failed")
             }
         }
-        Ok(())
     }
 
     /// Gives the seats of lapsed holds back; the showtimes that changed.

@@ -469,12 +469,8 @@ impl Storage {
         loop {
             let server = self.movie_primary(movie)?;
             let mut client = server.get().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(|err| rejected(server, err))?;
             let Some((transaction, exists)) = self
-                .lock_movie(transaction, server, movie, false, &mut attempt)
+                .begin_on_movie(&mut client, server, movie, false, &mut attempt)
                 .await?
             else {
                 continue;
@@ -630,12 +626,8 @@ impl Storage {
         loop {
             let server = self.movie_primary(movie)?;
             let mut client = server.get().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(|err| rejected(server, err))?;
             let Some((transaction, _)) = self
-                .lock_movie(transaction, server, movie, false, &mut attempt)
+                .begin_on_movie(&mut client, server, movie, false, &mut attempt)
                 .await?
             else {
                 continue;
@@ -667,12 +659,8 @@ impl Storage {
         loop {
             let server = self.movie_primary(movie)?;
             let mut client = server.get().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(|err| rejected(server, err))?;
             let Some((transaction, _)) = self
-                .lock_movie(transaction, server, movie, false, &mut attempt)
+                .begin_on_movie(&mut client, server, movie, false, &mut attempt)
                 .await?
             else {
                 continue;
@@ -737,12 +725,8 @@ impl Storage {
         loop {
             let server = self.movie_primary(id)?;
             let mut client = server.get().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(|err| rejected(server, err))?;
             let Some((transaction, exists)) = self
-                .lock_movie(transaction, server, id, true, &mut attempt)
+                .begin_on_movie(&mut client, server, id, true, &mut attempt)
                 .await?
             else {
                 continue;

@@ -517,12 +517,8 @@ impl Storage {
             let Some((_, client)) = pooled.as_mut() else {
                 continue;
             };
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(|err| rejected(server, err))?;
             let Some((transaction, _)) = self
-                .lock_movie(transaction, server, movie, false, &mut stale)
+                .begin_on_movie(client, server, movie, false, &mut stale)
                 .await?
             else {
                 continue;
@@ -645,8 +641,8 @@ impl Storage {
             return Ok(None);
         };
         let showtime_id: Uuid = row.get(1);
-        let layout = match self.showtime(showtime_id).await? {
-            Some(showtime) => Some(self.layout_of(&showtime).await?),
+        let layout = match self.showtime_facts(showtime_id).await? {
+            Some(facts) => Some(self.layout_by_id(showtime_id, &facts.layout_id).await?),
             None => None,
         };
         Ok(Some(hold_from_row(&row, layout.as_deref())))
@@ -672,7 +668,7 @@ impl Storage {
             )));
         }
         let seconds = extension.as_secs_f64();
-        self.in_hold_transaction(&hold, |transaction| {
+        self.in_movie_transaction(hold.id, hold.movie_id, |transaction| {
             Box::pin(async move {
                 let extended = transaction
                     .execute(
@@ -707,9 +703,9 @@ impl Storage {
             .ok_or(Error::NotFound { what: "hold", id })
     }
 
-    /// Gives a live hold's seats back. Releasing a hold that already lapsed
-    /// or was released changes nothing.
-    pub async fn release_hold(&self, id: Uuid, token_hash: &[u8]) -> Result<(), Error> {
+    /// Gives a live hold's seats back; the showtime they belong to.
+    /// Releasing a hold that already lapsed or was released changes nothing.
+    pub async fn release_hold(&self, id: Uuid, token_hash: &[u8]) -> Result<Uuid, Error> {
         let hold = self.owned_hold(id, token_hash).await?;
         match hold.status.as_str() {
             "ordering" => {
@@ -722,11 +718,11 @@ impl Storage {
                     "hold {id} became an order; cancel the order instead"
                 )))
             }
-            "released" | "expired" => return Ok(()),
+            "released" | "expired" => return Ok(hold.showtime_id),
             _ => {}
         }
         let showtime = hold.showtime_id;
-        self.in_hold_transaction(&hold, |transaction| {
+        self.in_movie_transaction(hold.id, hold.movie_id, |transaction| {
             Box::pin(async move {
                 transaction
                     .execute(
@@ -742,7 +738,7 @@ impl Storage {
                     )
                     .await?;
                 outbox::record(transaction, "showtime", showtime, "seats.released").await?;
-                Ok(Outcome::Commit(()))
+                Ok(Outcome::Commit(showtime))
             })
         })
         .await
@@ -931,22 +927,6 @@ impl Storage {
             )));
         }
         Ok(hold)
-    }
-
-    /// Runs `work` in a transaction on the hold's node with its movie locked
-    /// against a move, retrying under a reloaded map if the movie moved.
-    pub(crate) async fn in_hold_transaction<T>(
-        &self,
-        hold: &Hold,
-        work: impl for<'t> Fn(
-            &'t deadpool_postgres::Transaction<'t>,
-        ) -> futures::future::BoxFuture<
-            't,
-            Result<Outcome<T>, tokio_postgres::Error>,
-        >,
-    ) -> Result<T, Error> {
-        self.in_movie_transaction(hold.id, hold.movie_id, work)
-            .await
     }
 }
 

@@ -148,9 +148,9 @@ pub struct Payment {
 /// Seats of a confirmed order to cancel.
 #[derive(Debug, Clone)]
 pub struct Cancellation<'a> {
-    pub order_id: Uuid,
-    /// `None` when an admin cancels; otherwise the order's booking token.
-    pub token_hash: Option<&'a [u8]>,
+    /// The order as the caller read it, after checking who may cancel it;
+    /// its tickets are checked again under the order's lock.
+    pub order: &'a Order,
     /// `None` cancels every ticket still valid.
     pub seats: Option<&'a [String]>,
     /// Share of each ticket's price given back.
@@ -718,21 +718,7 @@ impl Storage {
     /// Cancels tickets of a confirmed order: their seats go back on sale and
     /// a refund payment is recorded for the provider to carry out.
     pub async fn cancel_order(&self, cancellation: &Cancellation<'_>) -> Result<Cancelled, Error> {
-        let order = self
-            .order(cancellation.order_id)
-            .await?
-            .ok_or(Error::NotFound {
-                what: "order",
-                id: cancellation.order_id,
-            })?;
-        if let Some(token_hash) = cancellation.token_hash {
-            if order.token_hash != token_hash {
-                return Err(Error::Forbidden(format!(
-                    "order {} belongs to another booking; send the booking token it was made with",
-                    order.id
-                )));
-            }
-        }
+        let order = cancellation.order;
         if order.status != "confirmed" {
             return Err(Error::Conflict(format!(
                 "order {} is {}; only a confirmed order can be cancelled",

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::layout::SeatLayout;
 use crate::migrations::{self, Migration};
 use crate::movies::{self, Movie, NewMovie};
-use crate::showtimes::{self, Showtime};
+use crate::showtimes;
 use crate::Error;
 
 /// A node as the catalog's registry records it.
@@ -138,11 +138,7 @@ impl Storage {
         Ok(Some(facts))
     }
 
-    /// The layout a showtime is sold under.
-    pub(crate) async fn layout_of(&self, showtime: &Showtime) -> Result<Arc<SeatLayout>, Error> {
-        self.layout_by_id(showtime.id, &showtime.layout_id).await
-    }
-
+    /// The layout a showtime is sold under, by its content hash.
     pub(crate) async fn layout_by_id(
         &self,
         showtime: Uuid,
@@ -177,18 +173,22 @@ impl Storage {
         Ok(layout)
     }
 
-    /// Locks `movie` in `transaction` against a move, answering the
-    /// transaction and whether the movie's row is on this node. When the
+    /// Opens a transaction on `client` with `movie` locked against a move,
+    /// answering it and whether the movie's row is on this node. When the
     /// movie was fenced here (it moved), the transaction is dropped, the map
     /// reloaded, and `None` tells the caller to retry on the new node.
-    pub(crate) async fn lock_movie<'a>(
+    pub(crate) async fn begin_on_movie<'a>(
         &self,
-        transaction: deadpool_postgres::Transaction<'a>,
+        client: &'a mut deadpool_postgres::Client,
         server: &Server,
         movie: Uuid,
         exclusive: bool,
         attempt: &mut u32,
     ) -> Result<Option<(deadpool_postgres::Transaction<'a>, bool)>, Error> {
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|err| rejected(server, err))?;
         match movies::lock_unfenced(&transaction, movie, exclusive)
             .await
             .map_err(|err| rejected(server, err))?
@@ -225,12 +225,8 @@ impl Storage {
                 .route_hash(ids::scoped_route_hash(route))?
                 .primary;
             let mut client = server.get().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(|err| rejected(server, err))?;
             let Some((transaction, _)) = self
-                .lock_movie(transaction, server, movie, false, &mut attempt)
+                .begin_on_movie(&mut client, server, movie, false, &mut attempt)
                 .await?
             else {
                 continue;

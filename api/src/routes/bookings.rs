@@ -726,9 +726,8 @@ impl BookingsApi {
         token: BookingToken,
         id: Path<Uuid>,
     ) -> Result<Released, ApiError> {
-        let hold = state.booking.hold_of(id.0, &token.0.key).await?;
-        state.booking.release_hold(id.0, &token.0.key).await?;
-        seats_changed(&state, hold.showtime_id).await;
+        let showtime = state.booking.release_hold(id.0, &token.0.key).await?;
+        seats_changed(&state, showtime).await;
         Ok(Released::Released)
     }
 
