@@ -1,0 +1,16 @@
+//! Rate limiting and sign-in lockout for Marquee's gateway.
+//!
+//! [`RateLimiter`] keeps one token bucket per key (a client address, an
+//! account) shared by all gateway instances through Redis. [`Lockout`] slows
+//! down password guessing with a lock that doubles after each failed sign-in.
+//!
+//! Neither ever fails a request because Redis is unavailable: each falls back
+//! to state kept by the instance itself, so limits are enforced per instance
+//! until Redis answers again.
+
+mod backend;
+mod limiter;
+mod lockout;
+
+pub use limiter::{Decision, Limit, LimiterSettings, RateLimiter};
+pub use lockout::{Lockout, LockoutSettings};
