@@ -2,6 +2,9 @@
 //!
 //! - [`migrations`]: versioned SQL files for the catalog and for every shard,
 //!   embedded in the binary and applied to primaries only.
+//! - [`accounts`]: accounts, sessions, mail tokens and the user's bookings
+//!   index, on the shard of the user's id; the email index by address.
+//! - [`audit`]: the append-only audit log on the catalog node.
 //! - [`movies`]: movie rows, which live on the shard of their id.
 //! - [`theaters`]: theaters, screens and each screen's timetable, on the
 //!   shard of the theater's id.
@@ -17,6 +20,8 @@
 //! - [`demo`]: the demo catalogue built from the real data in `data/`.
 //! - [`Storage`]: the entry point that routes each query to its shard.
 
+pub mod accounts;
+pub mod audit;
 mod catalog;
 pub mod demo;
 pub mod demo_places;

@@ -457,6 +457,27 @@ impl Storage {
             .map_err(|err| rejected(server, err))
     }
 
+    /// The order a hold became, if any: the live one, else the latest.
+    pub async fn order_of_hold(&self, hold: Uuid) -> Result<Option<Order>, Error> {
+        let server = self.scoped_primary(hold)?;
+        let client = server.get().await?;
+        let id: Option<Uuid> = client
+            .query_opt(
+                "select id from orders where hold_id = $1 \
+                 order by (status <> 'failed') desc, created_at desc limit 1",
+                &[&hold],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+            .map(|row| row.get(0));
+        match id {
+            Some(id) => load_order(&client, id, false)
+                .await
+                .map_err(|err| rejected(server, err)),
+            None => Ok(None),
+        }
+    }
+
     /// Records a provider call about to be made.
     pub async fn record_payment(
         &self,

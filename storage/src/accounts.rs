@@ -1,0 +1,771 @@
+//! Accounts, sessions, one-time mail tokens and the user's bookings index,
+//! on the node that owns the user's id; the email index on the node that
+//! owns the address.
+//!
+//! Registration and a change of address write two nodes without a
+//! distributed transaction: the index row is claimed first, then the user
+//! row written. A crash in between leaves an index row whose user does not
+//! carry that address; it is recognised as stale by every reader and
+//! reclaimed by the next registration once it is old enough that no
+//! registration can still be finishing it.
+
+use chrono::{DateTime, Utc};
+use marquee_sharding::Server;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::store::rejected;
+use crate::{Error, Storage};
+
+/// An account as stored. Erased accounts keep their id and nothing else.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub id: Uuid,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub password_hash: Option<String>,
+    pub role: String,
+    pub totp_secret: Option<Vec<u8>>,
+    pub totp_pending: Option<Vec<u8>>,
+    pub totp_last_step: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted: bool,
+}
+
+impl Account {
+    pub fn is_active(&self) -> bool {
+        !self.deleted && self.email.is_some()
+    }
+}
+
+const ACCOUNT_COLUMNS: &str =
+    "id, email, email_verified_at is not null, name, password_hash, role, \
+     totp_secret, totp_pending, totp_last_step, created_at, updated_at, deleted_at is not null";
+
+fn account_from_row(row: &Row) -> Account {
+    Account {
+        id: row.get(0),
+        email: row.get(1),
+        email_verified: row.get(2),
+        name: row.get(3),
+        password_hash: row.get(4),
+        role: row.get(5),
+        totp_secret: row.get(6),
+        totp_pending: row.get(7),
+        totp_last_step: row.get(8),
+        created_at: row.get(9),
+        updated_at: row.get(10),
+        deleted: row.get(11),
+    }
+}
+
+/// A registration.
+#[derive(Debug, Clone)]
+pub struct NewAccount<'a> {
+    pub id: Uuid,
+    /// Normalised (trimmed, lower-cased) by the caller.
+    pub email: &'a str,
+    pub name: &'a str,
+    pub password_hash: &'a str,
+}
+
+/// What a registration found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registered {
+    Created(Account),
+    /// The address already belongs to this account.
+    Exists(Account),
+}
+
+/// A one-time secret sent by mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    VerifyEmail,
+    ResetPassword,
+    ChangeEmail,
+}
+
+impl TokenPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "verify_email",
+            Self::ResetPassword => "reset_password",
+            Self::ChangeEmail => "change_email",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "verify_email" => Some(Self::VerifyEmail),
+            "reset_password" => Some(Self::ResetPassword),
+            "change_email" => Some(Self::ChangeEmail),
+            _ => None,
+        }
+    }
+}
+
+/// A one-time secret that was presented and accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsedToken {
+    pub user_id: Uuid,
+    pub purpose: TokenPurpose,
+    pub new_email: Option<String>,
+}
+
+/// A signed-in device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub mfa: bool,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A new session.
+#[derive(Debug, Clone)]
+pub struct NewSession<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub refresh_hash: &'a [u8],
+    pub mfa: bool,
+    pub user_agent: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub ttl: std::time::Duration,
+}
+
+/// What presenting a refresh secret did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rotation {
+    /// The secret was current; it is replaced by the new one.
+    Rotated(Session),
+    /// The secret was the one replaced last: it was copied, and the session
+    /// is now revoked.
+    Reused { user_id: Uuid },
+    /// Unknown, revoked, expired or wrong.
+    Refused,
+}
+
+/// An entry of the user's bookings index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookingEntry {
+    pub hold_id: Uuid,
+    pub showtime_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How old an index row must be before a registration may take it over:
+/// longer than any registration takes between claiming and writing.
+const STALE_INDEX_AFTER: &str = "1 minute";
+
+fn to_interval(duration: std::time::Duration) -> String {
+    format!("{} milliseconds", duration.as_millis())
+}
+
+/// Compares two secrets' hashes without leaking, through timing, how much
+/// of them matched.
+fn same_hash(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Storage {
+    fn user_primary(&self, user: Uuid) -> Result<&Server, Error> {
+        Ok(&self.cluster().route(user.as_bytes())?.primary)
+    }
+
+    fn email_primary(&self, email: &str) -> Result<&Server, Error> {
+        Ok(&self.cluster().route(email.as_bytes())?.primary)
+    }
+
+    pub async fn account(&self, id: Uuid) -> Result<Option<Account>, Error> {
+        let server = self.user_primary(id)?;
+        let client = server.get().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "select {ACCOUNT_COLUMNS} from users where id = $1"
+            ))
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(client
+            .query_opt(&statement, &[&id])
+            .await
+            .map_err(|err| rejected(server, err))?
+            .as_ref()
+            .map(account_from_row))
+    }
+
+    /// The live account that has this (normalised) address, if any.
+    pub async fn account_by_email(&self, email: &str) -> Result<Option<Account>, Error> {
+        let Some(user) = self.email_owner(email).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .account(user)
+            .await?
+            .filter(|account| account.is_active() && account.email.as_deref() == Some(email)))
+    }
+
+    async fn email_owner(&self, email: &str) -> Result<Option<Uuid>, Error> {
+        let server = self.email_primary(email)?;
+        Ok(server
+            .get()
+            .await?
+            .query_opt(
+                "select user_id from user_emails where email = $1",
+                &[&email],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+            .map(|row| row.get(0)))
+    }
+
+    /// Claims `email` for `user` in the email index: a free address, a row
+    /// already pointing at `user`, or a stale row is taken; an address of
+    /// another live account is not, and its owner is returned.
+    async fn claim_email(&self, email: &str, user: Uuid) -> Result<Option<Uuid>, Error> {
+        let server = self.email_primary(email)?;
+        let client = server.get().await?;
+        let inserted = client
+            .execute(
+                "insert into user_emails (email, user_id) values ($1, $2) on conflict do nothing",
+                &[&email, &user],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        if inserted == 1 {
+            return Ok(None);
+        }
+        let row = client
+            .query_one(
+                &format!(
+                    "select user_id, created_at < now() - interval '{STALE_INDEX_AFTER}' \
+                     from user_emails where email = $1"
+                ),
+                &[&email],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        let (holder, old_enough): (Uuid, bool) = (row.get(0), row.get(1));
+        if holder == user {
+            return Ok(None);
+        }
+        let live = self
+            .account(holder)
+            .await?
+            .is_some_and(|account| account.is_active() && account.email.as_deref() == Some(email));
+        if live || !old_enough {
+            return Ok(Some(holder));
+        }
+        let taken = client
+            .execute(
+                "update user_emails set user_id = $3, created_at = now() \
+                 where email = $1 and user_id = $2",
+                &[&email, &holder, &user],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(if taken == 1 { None } else { Some(holder) })
+    }
+
+    async fn release_email(&self, email: &str, user: Uuid) -> Result<(), Error> {
+        let server = self.email_primary(email)?;
+        server
+            .get()
+            .await?
+            .execute(
+                "delete from user_emails where email = $1 and user_id = $2",
+                &[&email, &user],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(())
+    }
+
+    /// Creates an account, unless the address already has one.
+    pub async fn register(&self, new: &NewAccount<'_>) -> Result<Registered, Error> {
+        if let Some(holder) = self.claim_email(new.email, new.id).await? {
+            return match self.account(holder).await? {
+                Some(account) => Ok(Registered::Exists(account)),
+                // Another registration of the address is still finishing.
+                None => Err(Error::Conflict(
+                    "a registration for this address is in progress; retry shortly".to_owned(),
+                )),
+            };
+        }
+        let server = self.user_primary(new.id)?;
+        let row = server
+            .get()
+            .await?
+            .query_one(
+                &format!(
+                    "insert into users (id, email, name, password_hash) values ($1, $2, $3, $4) \
+                     returning {ACCOUNT_COLUMNS}"
+                ),
+                &[&new.id, &new.email, &new.name, &new.password_hash],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(Registered::Created(account_from_row(&row)))
+    }
+
+    /// Stores a one-time secret. `id` is scoped to the user, so presenting
+    /// the token later reaches the user's node without a lookup.
+    pub async fn create_user_token(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        purpose: TokenPurpose,
+        secret_hash: &[u8],
+        new_email: Option<&str>,
+        ttl: std::time::Duration,
+    ) -> Result<(), Error> {
+        let server = self.scoped_primary(id)?;
+        server
+            .get()
+            .await?
+            .execute(
+                "insert into user_tokens (id, user_id, purpose, secret_hash, new_email, expires_at) \
+                 values ($1, $2, $3, $4, $5, now() + $6::text::interval)",
+                &[
+                    &id,
+                    &user,
+                    &purpose.as_str(),
+                    &secret_hash,
+                    &new_email,
+                    &to_interval(ttl),
+                ],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(())
+    }
+
+    /// Spends a one-time secret: it must exist, be unexpired, unused, of
+    /// one of `purposes`, and match. Spent at most once even when presented
+    /// twice at the same moment.
+    pub async fn use_user_token(
+        &self,
+        id: Uuid,
+        secret_hash: &[u8],
+        purposes: &[TokenPurpose],
+    ) -> Result<Option<UsedToken>, Error> {
+        let server = self.scoped_primary(id)?;
+        let mut client = server.get().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|err| rejected(server, err))?;
+        let Some(row) = transaction
+            .query_opt(
+                "select user_id, purpose, secret_hash, new_email from user_tokens \
+                 where id = $1 and used_at is null and expires_at > now() for update",
+                &[&id],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+        else {
+            return Ok(None);
+        };
+        let stored: Vec<u8> = row.get(2);
+        let purpose = TokenPurpose::parse(row.get(1));
+        let Some(purpose) = purpose.filter(|p| purposes.contains(p)) else {
+            return Ok(None);
+        };
+        if !same_hash(&stored, secret_hash) {
+            return Ok(None);
+        }
+        transaction
+            .execute(
+                "update user_tokens set used_at = now() where id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        transaction
+            .commit()
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(Some(UsedToken {
+            user_id: row.get(0),
+            purpose,
+            new_email: row.get(3),
+        }))
+    }
+
+    async fn update_account(
+        &self,
+        user: Uuid,
+        assignments: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Account, Error> {
+        let server = self.user_primary(user)?;
+        let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&user];
+        all.extend_from_slice(params);
+        server
+            .get()
+            .await?
+            .query_opt(
+                &format!(
+                    "update users set {assignments}, updated_at = now() \
+                     where id = $1 and deleted_at is null returning {ACCOUNT_COLUMNS}"
+                ),
+                &all,
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+            .map(|row| account_from_row(&row))
+            .ok_or(Error::NotFound {
+                what: "account",
+                id: user,
+            })
+    }
+
+    pub async fn mark_email_verified(&self, user: Uuid) -> Result<Account, Error> {
+        self.update_account(
+            user,
+            "email_verified_at = coalesce(email_verified_at, now())",
+            &[],
+        )
+        .await
+    }
+
+    pub async fn set_name(&self, user: Uuid, name: &str) -> Result<Account, Error> {
+        self.update_account(user, "name = $2", &[&name]).await
+    }
+
+    pub async fn set_password_hash(&self, user: Uuid, hash: &str) -> Result<Account, Error> {
+        self.update_account(user, "password_hash = $2", &[&hash])
+            .await
+    }
+
+    pub async fn set_role(&self, user: Uuid, role: &str) -> Result<Account, Error> {
+        self.update_account(user, "role = $2", &[&role]).await
+    }
+
+    /// Starts enrolling a second factor; the secret counts once confirmed.
+    pub async fn set_totp_pending(&self, user: Uuid, secret: &[u8]) -> Result<Account, Error> {
+        self.update_account(user, "totp_pending = $2", &[&secret])
+            .await
+    }
+
+    /// Makes the pending secret the account's second factor.
+    pub async fn confirm_totp(&self, user: Uuid, step: i64) -> Result<Account, Error> {
+        self.update_account(
+            user,
+            "totp_secret = totp_pending, totp_pending = null, totp_last_step = $2",
+            &[&step],
+        )
+        .await
+    }
+
+    /// Records a used code's time step; false when it (or a later one) was
+    /// already used, so one code never works twice.
+    pub async fn spend_totp_step(&self, user: Uuid, step: i64) -> Result<bool, Error> {
+        let server = self.user_primary(user)?;
+        Ok(server
+            .get()
+            .await?
+            .execute(
+                "update users set totp_last_step = $2 where id = $1 \
+                 and (totp_last_step is null or totp_last_step < $2)",
+                &[&user, &step],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+            == 1)
+    }
+
+    /// Moves an account to a new address: the new one is claimed first, so
+    /// the account is never without an index entry.
+    pub async fn change_email(&self, user: Uuid, new_email: &str) -> Result<Account, Error> {
+        let before =
+            self.account(user)
+                .await?
+                .filter(Account::is_active)
+                .ok_or(Error::NotFound {
+                    what: "account",
+                    id: user,
+                })?;
+        if self.claim_email(new_email, user).await?.is_some() {
+            return Err(Error::Conflict(
+                "another account uses this address".to_owned(),
+            ));
+        }
+        let account = self
+            .update_account(user, "email = $2, email_verified_at = now()", &[&new_email])
+            .await?;
+        if let Some(old) = before.email.as_deref().filter(|old| *old != new_email) {
+            self.release_email(old, user).await?;
+        }
+        Ok(account)
+    }
+
+    /// Erases an account's personal data. Its bookings, payments and
+    /// tickets stay on their movie shards, where they name the user by id
+    /// only, which from now on identifies nobody.
+    pub async fn erase_account(&self, user: Uuid) -> Result<(), Error> {
+        let Some(account) = self.account(user).await? else {
+            return Err(Error::NotFound {
+                what: "account",
+                id: user,
+            });
+        };
+        let server = self.user_primary(user)?;
+        let mut client = server.get().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|err| rejected(server, err))?;
+        for statement in [
+            "update users set email = null, email_verified_at = null, name = null, \
+                 password_hash = null, totp_secret = null, totp_pending = null, \
+                 deleted_at = coalesce(deleted_at, now()), updated_at = now() where id = $1",
+            "update sessions set revoked_at = now(), user_agent = null, ip = null \
+                 where user_id = $1",
+            "delete from user_tokens where user_id = $1",
+        ] {
+            transaction
+                .execute(statement, &[&user])
+                .await
+                .map_err(|err| rejected(server, err))?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(|err| rejected(server, err))?;
+        if let Some(email) = account.email.as_deref() {
+            self.release_email(email, user).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn create_session(&self, new: &NewSession<'_>) -> Result<Session, Error> {
+        let server = self.scoped_primary(new.id)?;
+        let row = server
+            .get()
+            .await?
+            .query_one(
+                "insert into sessions (id, user_id, refresh_hash, mfa, user_agent, ip, expires_at) \
+                 values ($1, $2, $3, $4, $5, $6, now() + $7::text::interval) \
+                 returning id, user_id, mfa, user_agent, ip, created_at, last_used_at, expires_at",
+                &[
+                    &new.id,
+                    &new.user_id,
+                    &new.refresh_hash,
+                    &new.mfa,
+                    &new.user_agent,
+                    &new.ip,
+                    &to_interval(new.ttl),
+                ],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(session_from_row(&row))
+    }
+
+    /// Replaces a session's refresh secret if `presented` is the current
+    /// one; revokes the session if it is the one replaced last.
+    pub async fn rotate_session(
+        &self,
+        id: Uuid,
+        presented: &[u8],
+        next: &[u8],
+    ) -> Result<Rotation, Error> {
+        let server = self.scoped_primary(id)?;
+        let mut client = server.get().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|err| rejected(server, err))?;
+        let Some(row) = transaction
+            .query_opt(
+                "select user_id, refresh_hash, previous_hash from sessions \
+                 where id = $1 and revoked_at is null and expires_at > now() for update",
+                &[&id],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+        else {
+            return Ok(Rotation::Refused);
+        };
+        let (user_id, current, previous): (Uuid, Vec<u8>, Option<Vec<u8>>) =
+            (row.get(0), row.get(1), row.get(2));
+        let rotation = if same_hash(&current, presented) {
+            let row = transaction
+                .query_one(
+                    "update sessions set previous_hash = refresh_hash, refresh_hash = $2, \
+                         last_used_at = now() where id = $1 \
+                     returning id, user_id, mfa, user_agent, ip, created_at, last_used_at, expires_at",
+                    &[&id, &next],
+                )
+                .await
+                .map_err(|err| rejected(server, err))?;
+            Rotation::Rotated(session_from_row(&row))
+        } else if previous.is_some_and(|previous| same_hash(&previous, presented)) {
+            transaction
+                .execute(
+                    "update sessions set revoked_at = now() where id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(|err| rejected(server, err))?;
+            Rotation::Reused { user_id }
+        } else {
+            Rotation::Refused
+        };
+        transaction
+            .commit()
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(rotation)
+    }
+
+    /// Revokes one session of `user`; false if it was not theirs or not live.
+    pub async fn revoke_session(&self, user: Uuid, id: Uuid) -> Result<bool, Error> {
+        let server = self.scoped_primary(id)?;
+        Ok(server
+            .get()
+            .await?
+            .execute(
+                "update sessions set revoked_at = now() \
+                 where id = $1 and user_id = $2 and revoked_at is null",
+                &[&id, &user],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+            == 1)
+    }
+
+    /// Revokes every live session of `user` but `keep`; how many.
+    pub async fn revoke_sessions(&self, user: Uuid, keep: Option<Uuid>) -> Result<u64, Error> {
+        let server = self.user_primary(user)?;
+        server
+            .get()
+            .await?
+            .execute(
+                "update sessions set revoked_at = now() where user_id = $1 \
+                 and revoked_at is null and ($2::uuid is null or id <> $2)",
+                &[&user, &keep],
+            )
+            .await
+            .map_err(|err| rejected(server, err))
+    }
+
+    /// A session, whether or not it is still live.
+    pub async fn session_is_live(&self, id: Uuid) -> Result<bool, Error> {
+        let server = self.scoped_primary(id)?;
+        Ok(server
+            .get()
+            .await?
+            .query_opt(
+                "select 1 from sessions where id = $1 and revoked_at is null and expires_at > now()",
+                &[&id],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+            .is_some())
+    }
+
+    /// The live sessions of `user`, newest first.
+    pub async fn sessions(&self, user: Uuid) -> Result<Vec<Session>, Error> {
+        let server = self.user_primary(user)?;
+        Ok(server
+            .get()
+            .await?
+            .query(
+                "select id, user_id, mfa, user_agent, ip, created_at, last_used_at, expires_at \
+                 from sessions where user_id = $1 and revoked_at is null and expires_at > now() \
+                 order by last_used_at desc",
+                &[&user],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+            .iter()
+            .map(session_from_row)
+            .collect())
+    }
+
+    /// Adds a hold to the user's bookings index; a second call is a no-op.
+    pub async fn index_booking(&self, user: Uuid, hold: Uuid, showtime: Uuid) -> Result<(), Error> {
+        let server = self.user_primary(user)?;
+        server
+            .get()
+            .await?
+            .execute(
+                "insert into user_bookings (user_id, hold_id, showtime_id) values ($1, $2, $3) \
+                 on conflict do nothing",
+                &[&user, &hold, &showtime],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(())
+    }
+
+    /// The user's bookings index, newest first.
+    pub async fn user_bookings(&self, user: Uuid, limit: i64) -> Result<Vec<BookingEntry>, Error> {
+        let server = self.user_primary(user)?;
+        Ok(server
+            .get()
+            .await?
+            .query(
+                "select hold_id, showtime_id, created_at from user_bookings where user_id = $1 \
+                 order by created_at desc limit $2",
+                &[&user, &limit],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+            .iter()
+            .map(|row| BookingEntry {
+                hold_id: row.get(0),
+                showtime_id: row.get(1),
+                created_at: row.get(2),
+            })
+            .collect())
+    }
+
+    /// The newest accounts on every node, for staff.
+    pub async fn recent_accounts(&self, limit: i64) -> Result<Vec<Account>, Error> {
+        let sql = format!(
+            "select {ACCOUNT_COLUMNS} from users where deleted_at is null \
+             order by created_at desc limit $1"
+        );
+        let per_node = futures::future::join_all(self.cluster().shards().iter().map(|shard| {
+            let sql = sql.as_str();
+            async move {
+                let server = &shard.primary;
+                server
+                    .get()
+                    .await?
+                    .query(sql, &[&limit])
+                    .await
+                    .map_err(|err| rejected(server, err))
+            }
+        }))
+        .await;
+        let mut accounts = Vec::new();
+        for rows in per_node {
+            accounts.extend(rows?.iter().map(account_from_row));
+        }
+        accounts.sort_by_key(|account| std::cmp::Reverse(account.created_at));
+        accounts.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(accounts)
+    }
+}
+
+fn session_from_row(row: &Row) -> Session {
+    Session {
+        id: row.get(0),
+        user_id: row.get(1),
+        mfa: row.get(2),
+        user_agent: row.get(3),
+        ip: row.get(4),
+        created_at: row.get(5),
+        last_used_at: row.get(6),
+        expires_at: row.get(7),
+    }
+}
