@@ -1,10 +1,11 @@
-//! What every request passes through before and after its handler: a request
-//! id, a tracing span, rate limiting, problem rendering, security headers and
-//! metrics.
+//! The gateway: what every request passes through before and after its
+//! handler. A request id and tracing span, authentication of the bearer
+//! credential, rate limits (per address, per user, and tighter on routes
+//! that take credentials), the body limit, problem rendering, security
+//! headers, the audit of admin changes, and metrics.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use poem::http::{header, HeaderValue, Method, StatusCode};
@@ -12,9 +13,13 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use marquee_ratelimit::{Decision, Limit, RateLimiter};
+use marquee_storage::audit::AuditEntry;
+use marquee_storage::Storage;
+
+use crate::auth::{AuthState, Principal};
 use crate::metrics::Metrics;
-use crate::problem::{self, Problem};
-use crate::settings::RateLimitSettings;
+use crate::problem::{self, ApiError, Problem};
 
 /// The id of the request being served, echoed in `X-Request-Id`.
 #[derive(Debug, Clone)]
@@ -119,56 +124,22 @@ impl RouteTable {
     }
 }
 
-/// A token bucket per client address, refilled continuously.
-#[derive(Debug)]
-pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-}
-
-/// Above this many tracked clients, full buckets are forgotten.
-const MAX_TRACKED_CLIENTS: usize = 100_000;
-
-impl RateLimiter {
-    pub fn new(settings: &RateLimitSettings) -> Self {
-        Self {
-            per_second: f64::from(settings.per_second),
-            burst: f64::from(settings.burst),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes a token, or says how many whole seconds until one is available.
-    pub fn acquire(&self, client: IpAddr) -> Result<(), u64> {
-        let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() > MAX_TRACKED_CLIENTS {
-            let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
-        }
-        let (tokens, at) = buckets.entry(client).or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - *tokens) / self.per_second;
-            Err(wait.ceil().max(1.0) as u64)
-        }
-    }
-}
-
 /// Paths that probes and scrapers call; they are never rate limited.
 fn is_operational(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// The rate limits the edge applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Every request, by client address.
+    pub per_address: Limit,
+    /// Requests of a signed-in user, by user id, whatever the address.
+    pub per_user: Limit,
+    /// Routes that take credentials, by client address, on top of the rest:
+    /// password guessing is slow however many addresses it uses, and the
+    /// lockout stops it per account.
+    pub credentials: Limit,
 }
 
 /// Everything the edge needs, shared by all requests.
@@ -176,6 +147,10 @@ fn is_operational(path: &str) -> bool {
 pub struct Edge {
     pub routes: RouteTable,
     pub limiter: RateLimiter,
+    pub limits: Limits,
+    pub auth: Arc<AuthState>,
+    /// Where changes made through admin routes are audited.
+    pub storage: Storage,
     pub metrics: Metrics,
     pub hsts: bool,
     /// Bodies declared larger than this are refused before they are read;
@@ -201,12 +176,17 @@ async fn serve<E: Endpoint>(inner: &E, edge: &Edge, mut req: Request) -> Respons
     let span = tracing::info_span!("request", request_id = %id, method = %method, route);
     edge.metrics.request_started();
 
+    let client_ip = req.remote_addr().as_socket_addr().map(|addr| addr.ip());
+    let now = chrono::Utc::now().timestamp();
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let principal = edge.auth.gatekeeper.authenticate(authorization, now);
     let limited = if is_operational(&path) {
         None
     } else {
-        req.remote_addr()
-            .as_socket_addr()
-            .and_then(|addr| edge.limiter.acquire(addr.ip()).err())
+        rate_limit(edge, &req, principal.as_ref().ok().and_then(Option::as_ref)).await
     };
     // The body is read in full before any handler runs, whatever it then
     // answers: an answer given over an unread body (a 401, a 415) makes
@@ -216,8 +196,16 @@ async fn serve<E: Endpoint>(inner: &E, edge: &Edge, mut req: Request) -> Respons
     } else {
         Some(req.take_body().into_bytes_limit(edge.max_body_bytes).await)
     };
+    let actor = principal.as_ref().ok().and_then(Option::clone);
     let mut response = match (limited, buffered) {
         (Some(retry_after), _) => rate_limited(retry_after),
+        (None, Some(Ok(_))) if principal.is_err() => {
+            let detail = principal.err().unwrap_or_default();
+            problem::render(
+                poem::Error::from_response(ApiError::unauthorized(detail).into_response()),
+                None,
+            )
+        }
         (None, None | Some(Err(_))) => {
             let mut response = problem::render(
                 poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE),
@@ -233,6 +221,9 @@ async fn serve<E: Endpoint>(inner: &E, edge: &Edge, mut req: Request) -> Respons
         (None, Some(Ok(body))) => {
             req.set_body(body);
             req.extensions_mut().insert(RequestId(id.clone()));
+            if let Some(actor) = &actor {
+                req.extensions_mut().insert(actor.clone());
+            }
             match inner.call(req).instrument(span.clone()).await {
                 Ok(output) => output.into_response(),
                 Err(err) => problem::render(err, Some(allow)),
@@ -243,6 +234,18 @@ async fn serve<E: Endpoint>(inner: &E, edge: &Edge, mut req: Request) -> Respons
         response = annotate_problem(response, &path, &id).await;
     }
     secure(&mut response, &path, edge.hsts);
+    if path.starts_with("/v1/admin/") && !matches!(method, Method::GET | Method::HEAD) {
+        audit_admin_change(
+            edge,
+            &method,
+            route,
+            &path,
+            actor.as_ref(),
+            response.status(),
+            &id,
+            client_ip,
+        );
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
@@ -255,6 +258,82 @@ async fn serve<E: Endpoint>(inner: &E, edge: &Edge, mut req: Request) -> Respons
         tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, path = %path, "request served");
     });
     response
+}
+
+/// Takes a token from each bucket the request counts against; the wait
+/// until the first empty one refills, if any is empty.
+async fn rate_limit(edge: &Edge, req: &Request, principal: Option<&Principal>) -> Option<u64> {
+    let address = req
+        .remote_addr()
+        .as_socket_addr()
+        .map(|addr| addr.ip().to_string());
+    if let Some(address) = &address {
+        let key = format!("ip:{address}");
+        if let Some(wait) = waited(edge.limiter.acquire(&edge.limits.per_address, &key).await) {
+            return Some(wait);
+        }
+        if credential_route(req.method(), req.uri().path()) {
+            let key = format!("cred:{address}");
+            if let Some(wait) = waited(edge.limiter.acquire(&edge.limits.credentials, &key).await) {
+                return Some(wait);
+            }
+        }
+    }
+    if let Some(user) = principal.and_then(Principal::user_id) {
+        let key = format!("user:{user}");
+        return waited(edge.limiter.acquire(&edge.limits.per_user, &key).await);
+    }
+    None
+}
+
+fn waited(decision: Decision) -> Option<u64> {
+    match decision {
+        Decision::Allowed => None,
+        Decision::Limited { retry_after } => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+    }
+}
+
+/// Routes that take credentials: sign-in, registration, resets.
+fn credential_route(method: &Method, path: &str) -> bool {
+    method == Method::POST && path.starts_with("/v1/auth/") && path != "/v1/auth/logout"
+}
+
+/// Every change attempted through an admin route is audited here, once,
+/// whatever the handler: who, which route, the outcome.
+#[allow(clippy::too_many_arguments)]
+fn audit_admin_change(
+    edge: &Edge,
+    method: &Method,
+    route: &str,
+    path: &str,
+    actor: Option<&Principal>,
+    status: StatusCode,
+    request_id: &str,
+    client_ip: Option<IpAddr>,
+) {
+    let outcome = if status.is_success() {
+        "success"
+    } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        "denied"
+    } else {
+        "failure"
+    };
+    let entry = AuditEntry {
+        actor_id: actor.and_then(Principal::user_id),
+        actor_role: actor.map_or("anonymous", Principal::role_name).to_owned(),
+        action: format!("{} {route}", method_label(method)),
+        target: Some(path.to_owned()),
+        outcome,
+        ip: client_ip.map(|ip| ip.to_string()),
+        request_id: Some(request_id.to_owned()),
+        detail: serde_json::json!({ "status": status.as_u16() }),
+    };
+    let storage = edge.storage.clone();
+    tokio::spawn(async move {
+        if let Err(err) = storage.audit(&entry).await {
+            tracing::error!(error = %err, entry = ?entry, "audit entry not recorded");
+        }
+    });
 }
 
 fn declared_length(req: &Request) -> Option<usize> {
@@ -373,7 +452,6 @@ fn method_label(method: &Method) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     fn table() -> RouteTable {
         let spec = serde_json::json!({"paths": {
@@ -405,21 +483,6 @@ mod tests {
             table().lookup("/v1/movies/search").map(|r| r.0),
             Some("/v1/movies/search")
         );
-    }
-
-    #[test]
-    fn a_client_past_its_burst_is_told_when_to_retry() {
-        let limiter = RateLimiter::new(&RateLimitSettings {
-            per_second: 1,
-            burst: 3,
-        });
-        let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        for _ in 0..3 {
-            assert_eq!(limiter.acquire(client), Ok(()));
-        }
-        assert_eq!(limiter.acquire(client), Err(1));
-        let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-        assert_eq!(limiter.acquire(other), Ok(()), "limits are per client");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! - [`settings`]: typed, layered configuration.
 //! - [`startup`]: builds the application from settings.
 //! - [`routes`]: the HTTP API, described by the OpenAPI spec.
-//! - [`edge`]: request ids, tracing, rate limits, problem rendering,
-//!   security headers and metrics around every request.
+//! - [`edge`]: the gateway: request ids, tracing, authentication, rate
+//!   limits, problem rendering, security headers, audit of admin changes
+//!   and metrics around every request.
+//! - [`auth`]: who is calling, and the security schemes routes declare.
 //! - [`problem`] and [`body`]: RFC 9457 errors and strict JSON bodies.
 //! - [`health`]: readiness of every dependency.
 //! - [`cache`]: Redis cache-aside that never stands between a request and
@@ -14,6 +16,7 @@
 //! - [`sweeper`]: returns lapsed holds' seats and settles orders left
 //!   pending with the payment provider.
 
+pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod cli;

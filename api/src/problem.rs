@@ -111,7 +111,8 @@ pub enum ApiError {
     /// The payment was declined; nothing was charged.
     #[oai(status = 402, content_type = "application/problem+json")]
     PaymentRequired(Json<Box<Problem>>),
-    /// The booking token does not belong to this hold or order.
+    /// The caller may not do this: another customer's booking, or a route
+    /// for another role.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Box<Problem>>),
     /// The resource does not exist, or the caller may not know it exists.
@@ -168,6 +169,13 @@ impl ApiError {
         let mut problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail);
         problem.errors = Some(errors);
         Self::Unprocessable(problem.into_body())
+    }
+
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: u64) -> Self {
+        Self::TooManyRequests(
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", detail).into_body(),
+            retry_after,
+        )
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {

@@ -33,6 +33,8 @@ pub struct Settings {
     #[serde(default)]
     pub booking: marquee_booking::Settings,
     pub payments: PaymentsSettings,
+    pub auth: AuthSettings,
+    pub mail: marquee_notify::MailSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +47,9 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub shutdown_grace_seconds: u64,
     pub rate_limit: RateLimitSettings,
+    /// Browser origins allowed to call the API, such as
+    /// `https://tickets.example.com`; empty allows none.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +174,60 @@ pub struct PaymentsSettings {
     pub sandbox_late_answer_ms: u64,
 }
 
+/// Accounts, tokens and the limits that protect sign-in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Signs access tokens and derives account booking keys; generated
+    /// into `var/secrets.yaml` by `scripts/cluster`.
+    pub signing_secret: SecretString,
+    /// Lifetime of an access token, and so the longest a revoked session
+    /// can still act.
+    pub access_ttl_seconds: u64,
+    pub refresh_ttl_days: u64,
+    pub verification_ttl_hours: u64,
+    pub reset_ttl_minutes: u64,
+    pub hashing: marquee_auth::password::HashParams,
+    /// Password hashes computed at once; each takes `hashing.memory_kib`.
+    pub max_concurrent_hashes: usize,
+    pub lockout: LockoutConfig,
+    /// Per client address, on the routes that take credentials.
+    pub credential_rate_limit: RateLimitSettings,
+    /// Per signed-in user, on every route.
+    pub user_rate_limit: RateLimitSettings,
+    pub totp_issuer: String,
+    /// Where links in account mail point.
+    pub public_url: String,
+    /// Off only for plain-HTTP development setups.
+    pub secure_cookies: bool,
+}
+
+impl AuthSettings {
+    pub fn refresh_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_ttl_days * 86_400)
+    }
+
+    pub fn verification_ttl(&self) -> Duration {
+        Duration::from_secs(self.verification_ttl_hours * 3_600)
+    }
+
+    pub fn reset_ttl(&self) -> Duration {
+        Duration::from_secs(self.reset_ttl_minutes * 60)
+    }
+}
+
+/// Sign-in lockout: after `free_attempts` failures for one address within
+/// `window_seconds`, each further failure locks it for twice as long, from
+/// `base_delay_ms` up to `max_delay_seconds`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutConfig {
+    pub free_attempts: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_seconds: u64,
+    pub window_seconds: u64,
+}
+
 /// Why configuration could not be used; the message says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -265,6 +324,24 @@ impl Settings {
                 "booking.hold_ttl_seconds and booking.max_seats_per_hold must be at least 1"
                     .to_owned(),
             );
+        }
+        if self.auth.signing_secret.expose_secret().len() < MIN_ADMIN_TOKEN_LEN {
+            problems.push(format!(
+                "auth.signing_secret must be at least {MIN_ADMIN_TOKEN_LEN} characters (set MARQUEE__AUTH__SIGNING_SECRET; `make cluster` generates one in var/secrets.yaml)"
+            ));
+        }
+        if self.auth.access_ttl_seconds == 0 || self.auth.max_concurrent_hashes == 0 {
+            problems.push(
+                "auth.access_ttl_seconds and auth.max_concurrent_hashes must be at least 1"
+                    .to_owned(),
+            );
+        }
+        for origin in &self.http.cors_origins {
+            if !(origin.starts_with("https://") || origin.starts_with("http://localhost")) {
+                problems.push(format!(
+                    "http.cors_origins: {origin:?} is not an https:// origin"
+                ));
+            }
         }
         if self.broker.bootstrap_servers.trim().is_empty() {
             problems.push("broker.bootstrap_servers is empty".to_owned());

@@ -19,17 +19,21 @@ use poem::listener::{
 use poem::{EndpointExt, IntoEndpoint, Route, Server};
 use secrecy::ExposeSecret;
 
+use crate::auth::{AuthState, Gatekeeper};
 use crate::body::BodyLimit;
 use crate::cache::Cache;
-use crate::edge::{self, Edge, RateLimiter, RouteTable};
+use crate::edge::{self, Edge, Limits, RouteTable};
 use crate::health::Readiness;
 use crate::indexer::Indexer;
 use crate::listener::NoDelay;
 use crate::metrics::Metrics;
 use crate::routes;
-use crate::settings::{PaymentsSettings, Settings};
+use crate::settings::{PaymentsSettings, RateLimitSettings, RedisSettings, Settings};
 use crate::state::AppState;
 use crate::sweeper;
+use marquee_auth::password::PasswordHasher;
+use marquee_ratelimit::{Limit, LimiterSettings, RateLimiter};
+use redis::aio::ConnectionManager;
 
 /// Why the service could not start, phrased for the person starting it.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,10 @@ pub enum StartupError {
     Gateway(std::io::Error),
     #[error(transparent)]
     Booking(#[from] marquee_booking::Error),
+    #[error(transparent)]
+    Mail(#[from] marquee_notify::Error),
+    #[error("accounts could not start: {0}")]
+    Auth(#[from] marquee_auth::Error),
     #[error("index build task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -111,6 +119,86 @@ async fn payment_provider(
     Ok((Arc::new(provider), gateway))
 }
 
+/// A Redis connection for the shared rate limits and lockouts, or `None`
+/// when Redis cannot be reached at start-up: each instance then enforces
+/// them on its own, as it does during a Redis outage.
+async fn limits_connection(settings: &RedisSettings) -> Option<ConnectionManager> {
+    let client = redis::Client::open(settings.url.expose_secret()).ok()?;
+    let timeout = Duration::from_millis(settings.timeout_ms.max(1) * 20);
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout);
+    match tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config)).await {
+        Ok(Ok(connection)) => Some(connection),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "Redis unreachable: rate limits and lockouts are per instance");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("Redis did not answer: rate limits and lockouts are per instance");
+            None
+        }
+    }
+}
+
+fn auth_state(
+    settings: &Settings,
+    redis: Option<ConnectionManager>,
+) -> Result<AuthState, StartupError> {
+    let auth = &settings.auth;
+    let lockout = marquee_ratelimit::Lockout::new(
+        redis,
+        format!("{}lockout", settings.redis.key_prefix),
+        marquee_ratelimit::LockoutSettings {
+            free_attempts: auth.lockout.free_attempts,
+            base_delay: Duration::from_millis(auth.lockout.base_delay_ms),
+            max_delay: Duration::from_secs(auth.lockout.max_delay_seconds),
+            window: Duration::from_secs(auth.lockout.window_seconds),
+            ..marquee_ratelimit::LockoutSettings::default()
+        },
+    );
+    Ok(AuthState {
+        gatekeeper: Gatekeeper::new(&auth.signing_secret, settings.admin.token.clone())?,
+        hasher: PasswordHasher::new(auth.hashing.clone(), auth.max_concurrent_hashes)?,
+        settings: auth.clone(),
+        mailer: marquee_notify::Mailer::new(&settings.mail)?,
+        lockout,
+    })
+}
+
+fn limit(settings: &RateLimitSettings) -> Limit {
+    Limit {
+        per_second: f64::from(settings.per_second),
+        burst: settings.burst,
+    }
+}
+
+/// Browsers may call the API from the configured origins only, with
+/// credentials (the refresh cookie) and the headers the API reads.
+fn cors(origins: &[String]) -> poem::middleware::Cors {
+    origins
+        .iter()
+        .fold(poem::middleware::Cors::new(), |cors, origin| {
+            cors.allow_origin(origin.as_str())
+        })
+        .allow_credentials(true)
+        .allow_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allow_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "booking-token",
+            "x-request-id",
+        ])
+        .expose_headers([
+            "x-request-id",
+            "location",
+            "retry-after",
+            "idempotent-replayed",
+        ])
+        .max_age(600)
+}
+
 /// A bound, ready-to-run service.
 pub struct Application {
     addr: SocketAddr,
@@ -152,14 +240,16 @@ impl Application {
             settings.booking.clone(),
             metrics.registry(),
         )?);
+        let redis = limits_connection(&settings.redis).await;
+        let auth = Arc::new(auth_state(&settings, redis.clone())?);
         let state = Arc::new(AppState {
             storage,
             search,
             readiness,
             metrics: metrics.clone(),
-            admin_token: settings.admin.token.clone(),
             cache,
             booking,
+            auth: Arc::clone(&auth),
             turnaround_minutes: settings.catalog.turnaround_minutes,
             horizon_days: settings.catalog.horizon_days,
         });
@@ -198,7 +288,18 @@ impl Application {
                 &spec_value,
                 &[("/docs", &["GET"]), ("/openapi.json", &["GET"])],
             ),
-            limiter: RateLimiter::new(&http.rate_limit),
+            limiter: RateLimiter::new(
+                redis,
+                format!("{}rate", settings.redis.key_prefix),
+                LimiterSettings::default(),
+            ),
+            limits: Limits {
+                per_address: limit(&http.rate_limit),
+                per_user: limit(&settings.auth.user_rate_limit),
+                credentials: limit(&settings.auth.credential_rate_limit),
+            },
+            auth,
+            storage: state.storage.clone(),
             metrics,
             hsts: http.tls.enabled,
             max_body_bytes: http.max_body_bytes,
@@ -218,7 +319,8 @@ impl Application {
             )
             .nest("/", service)
             .data(Arc::clone(&state))
-            .data(BodyLimit(http.max_body_bytes));
+            .data(BodyLimit(http.max_body_bytes))
+            .with(cors(&http.cors_origins));
         let endpoint = edge::wrap(app.into_endpoint(), edge).boxed();
         let sweeper = sweeper::spawn(Arc::clone(&state));
 

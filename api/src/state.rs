@@ -3,8 +3,8 @@ use std::sync::Arc;
 use marquee_booking::Booking;
 use marquee_search::MovieIndex;
 use marquee_storage::Storage;
-use secrecy::SecretString;
 
+use crate::auth::AuthState;
 use crate::cache::Cache;
 use crate::health::Readiness;
 use crate::metrics::Metrics;
@@ -16,9 +16,9 @@ pub struct AppState {
     pub search: Arc<MovieIndex>,
     pub readiness: Readiness,
     pub metrics: Metrics,
-    pub admin_token: SecretString,
     pub cache: Arc<Cache>,
     pub booking: Arc<Booking>,
+    pub auth: Arc<AuthState>,
     pub turnaround_minutes: u32,
     pub horizon_days: u32,
 }

@@ -151,12 +151,14 @@ impl Booking {
     }
 
     /// Holds seats for a customer; the hold and the booking token that
-    /// proves ownership of it and of the order it becomes.
+    /// proves ownership of it and of the order it becomes. `owner_token`
+    /// is the token of a signed-in customer's account; guests get a new one.
     pub async fn hold(
         &self,
         showtime: Uuid,
         customer: &str,
         choice: &SeatChoice,
+        owner_token: Option<String>,
     ) -> Result<(Hold, String), Error> {
         let count = choice.count();
         if count == 0 || count > self.settings.max_seats_per_hold {
@@ -176,7 +178,10 @@ impl Booking {
             }
             .into());
         }
-        let token = self.new_token()?;
+        let token = match owner_token {
+            Some(token) => token,
+            None => self.new_token()?,
+        };
         let hash = token_hash(&token);
         let customer = customer.trim().to_lowercase();
         let now = Utc::now();

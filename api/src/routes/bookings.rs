@@ -19,7 +19,8 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, SecurityScheme};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{AdminToken, ApiTags};
+use super::ApiTags;
+use crate::auth::{AdminOnly, SignedIn, Staff};
 use crate::body::{JsonBody, Validate};
 use crate::cache::Entry;
 use crate::problem::{ApiError, FieldError, Problem};
@@ -38,6 +39,34 @@ pub struct BookingsApi;
 #[derive(Debug, SecurityScheme)]
 #[oai(ty = "api_key", key_name = "Booking-Token", key_in = "header")]
 pub(crate) struct BookingToken(ApiKey);
+
+/// Who may act on a hold or order: its signed-in owner, or whoever has
+/// its booking token.
+#[derive(Debug, SecurityScheme)]
+pub(crate) enum Owner {
+    Account(SignedIn),
+    Token(BookingToken),
+}
+
+impl Owner {
+    /// The booking token this caller proves: a signed-in customer's holds
+    /// carry a token derived from the account, which only the service can
+    /// compute.
+    fn token(&self, state: &AppState) -> String {
+        match self {
+            Self::Account(account) => state.auth.gatekeeper.owner_token(account.0.user),
+            Self::Token(token) => token.0.key.clone(),
+        }
+    }
+}
+
+/// Who is buying: a signed-in customer, or a guest.
+#[derive(Debug, SecurityScheme)]
+pub(crate) enum Buyer {
+    Account(SignedIn),
+    #[oai(fallback)]
+    Guest,
+}
 
 /// "The best N seats together".
 #[derive(Debug, Clone, Object, Deserialize)]
@@ -58,11 +87,12 @@ pub struct BestAvailable {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
-    /// Where the confirmation goes; also what the per-customer seat limit
-    /// counts by.
-    /// An address such as `ada@example.com`.
+    /// Where a guest's confirmation goes, and what the per-customer seat
+    /// limit counts by; required without an account. Signed-in customers
+    /// leave it out: their account is both.
     #[oai(validator(min_length = 3, max_length = 254))]
-    email: String,
+    #[serde(default, deserialize_with = "super::present")]
+    email: Option<String>,
     /// Seat ids such as `F-12`.
     #[oai(validator(max_items = 50))]
     #[serde(default, deserialize_with = "super::present")]
@@ -87,7 +117,7 @@ impl Validate for HoldBody {
             }
             _ => {}
         }
-        if !email_ok(&self.email) {
+        if self.email.as_deref().is_some_and(|email| !email_ok(email)) {
             errors.push(FieldError::new(
                 "email",
                 "an email address such as ada@example.com",
@@ -201,8 +231,10 @@ impl From<StoredHold> for Hold {
 pub struct HoldCreated {
     hold: Hold,
     /// Send as the `Booking-Token` header for this hold and its order. It
-    /// is shown once and stored only as a hash.
-    booking_token: String,
+    /// is shown once and stored only as a hash. Absent for signed-in
+    /// customers, whose access token does the same.
+    #[oai(skip_serializing_if_is_none)]
+    booking_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
@@ -654,10 +686,25 @@ impl BookingsApi {
     async fn hold(
         &self,
         state: Data<&Arc<AppState>>,
+        buyer: Buyer,
         id: Path<Uuid>,
         body: JsonBody<HoldBody>,
     ) -> Result<HoldCreatedResponse, ApiError> {
         let body = body.0;
+        let (customer, owner_token, account) = match (&buyer, body.email) {
+            (Buyer::Account(account), _) => (
+                format!("user:{}", account.0.user),
+                Some(state.auth.gatekeeper.owner_token(account.0.user)),
+                Some(account.0.user),
+            ),
+            (Buyer::Guest, Some(email)) => (email, None, None),
+            (Buyer::Guest, None) => {
+                return Err(ApiError::unprocessable(
+                    "guests give an email address; signed-in customers send their access token",
+                    vec![FieldError::new("email", "required without an account")],
+                ))
+            }
+        };
         let choice = match (body.seats, body.best_available) {
             (Some(seats), _) => SeatChoice::Seats(seats),
             (None, Some(best)) => SeatChoice::Best(BestRequest {
@@ -671,13 +718,19 @@ impl BookingsApi {
                 ))
             }
         };
-        let (hold, token) = state.booking.hold(id.0, &body.email, &choice).await?;
+        let (hold, token) = state
+            .booking
+            .hold(id.0, &customer, &choice, owner_token)
+            .await?;
         seats_changed(&state, id.0).await;
+        if let Some(user) = account {
+            state.storage.index_booking(user, hold.id, id.0).await?;
+        }
         let location = format!("/v1/holds/{}", hold.id);
         Ok(HoldCreatedResponse::Created(
             Json(HoldCreated {
                 hold: hold.into(),
-                booking_token: token,
+                booking_token: account.is_none().then_some(token),
             }),
             location,
         ))
@@ -688,11 +741,15 @@ impl BookingsApi {
     async fn get_hold(
         &self,
         state: Data<&Arc<AppState>>,
-        token: BookingToken,
+        owner: Owner,
         id: Path<Uuid>,
     ) -> Result<Json<Hold>, ApiError> {
         Ok(Json(
-            state.booking.hold_of(id.0, &token.0.key).await?.into(),
+            state
+                .booking
+                .hold_of(id.0, &owner.token(&state))
+                .await?
+                .into(),
         ))
     }
 
@@ -707,11 +764,15 @@ impl BookingsApi {
     async fn extend_hold(
         &self,
         state: Data<&Arc<AppState>>,
-        token: BookingToken,
+        owner: Owner,
         id: Path<Uuid>,
     ) -> Result<Json<Hold>, ApiError> {
         Ok(Json(
-            state.booking.extend_hold(id.0, &token.0.key).await?.into(),
+            state
+                .booking
+                .extend_hold(id.0, &owner.token(&state))
+                .await?
+                .into(),
         ))
     }
 
@@ -723,10 +784,13 @@ impl BookingsApi {
     async fn release_hold(
         &self,
         state: Data<&Arc<AppState>>,
-        token: BookingToken,
+        owner: Owner,
         id: Path<Uuid>,
     ) -> Result<Released, ApiError> {
-        let showtime = state.booking.release_hold(id.0, &token.0.key).await?;
+        let showtime = state
+            .booking
+            .release_hold(id.0, &owner.token(&state))
+            .await?;
         seats_changed(&state, showtime).await;
         Ok(Released::Released)
     }
@@ -744,7 +808,7 @@ impl BookingsApi {
     async fn place_order(
         &self,
         state: Data<&Arc<AppState>>,
-        token: BookingToken,
+        owner: Owner,
         #[oai(
             name = "Idempotency-Key",
             validator(min_length = 1, max_length = 255, pattern = r"^[!-~]+$")
@@ -760,9 +824,21 @@ impl BookingsApi {
             },
             token: body.0.payment.token,
         };
+        if let Owner::Account(account) = &owner {
+            // The index entry comes first, so no order of an account is
+            // missing from its bookings.
+            let hold = state
+                .booking
+                .hold_of(request.hold_id, &owner.token(&state))
+                .await?;
+            state
+                .storage
+                .index_booking(account.0.user, hold.id, hold.showtime_id)
+                .await?;
+        }
         let reply = state
             .booking
-            .place_order(&key.0, &request, &token.0.key, renderer())
+            .place_order(&key.0, &request, &owner.token(&state), renderer())
             .await?;
         if !reply.replayed {
             if let Some(showtime) = reply
@@ -798,12 +874,12 @@ impl BookingsApi {
     async fn get_order(
         &self,
         state: Data<&Arc<AppState>>,
-        token: BookingToken,
+        owner: Owner,
         id: Path<Uuid>,
     ) -> Result<Json<Order>, ApiError> {
         let order = state
             .booking
-            .order(id.0, Access::Token(&token.0.key))
+            .order(id.0, Access::Token(&owner.token(&state)))
             .await?;
         Ok(Json(Order::from(&order)))
     }
@@ -823,7 +899,7 @@ impl BookingsApi {
     async fn cancel_order(
         &self,
         state: Data<&Arc<AppState>>,
-        token: BookingToken,
+        owner: Owner,
         id: Path<Uuid>,
         body: JsonBody<CancellationBody>,
     ) -> Result<Json<CancellationView>, ApiError> {
@@ -831,7 +907,7 @@ impl BookingsApi {
             .booking
             .cancel(
                 id.0,
-                Access::Token(&token.0.key),
+                Access::Token(&owner.token(&state)),
                 body.0.seats.as_deref(),
                 None,
             )
@@ -861,10 +937,9 @@ impl BookingsApi {
     async fn admin_order(
         &self,
         state: Data<&Arc<AppState>>,
-        admin: AdminToken,
+        _staff: Staff,
         id: Path<Uuid>,
     ) -> Result<Json<Order>, ApiError> {
-        admin.check(&state)?;
         Ok(Json(Order::from(
             &state.booking.order(id.0, Access::Admin).await?,
         )))
@@ -882,11 +957,10 @@ impl BookingsApi {
     async fn admin_cancel(
         &self,
         state: Data<&Arc<AppState>>,
-        admin: AdminToken,
+        _staff: Staff,
         id: Path<Uuid>,
         body: JsonBody<AdminCancellationBody>,
     ) -> Result<Json<CancellationView>, ApiError> {
-        admin.check(&state)?;
         let cancelled = state
             .booking
             .cancel(
@@ -912,10 +986,9 @@ impl BookingsApi {
     async fn locking(
         &self,
         state: Data<&Arc<AppState>>,
-        admin: AdminToken,
+        _admin: AdminOnly,
         id: Path<Uuid>,
     ) -> Result<Json<Locking>, ApiError> {
-        admin.check(&state)?;
         let view = state.booking.locking(id.0).await?;
         Ok(Json(locking_view(&state, id.0, view)))
     }
@@ -932,11 +1005,10 @@ impl BookingsApi {
     async fn set_locking(
         &self,
         state: Data<&Arc<AppState>>,
-        admin: AdminToken,
+        _admin: AdminOnly,
         id: Path<Uuid>,
         body: JsonBody<LockingBody>,
     ) -> Result<Json<Locking>, ApiError> {
-        admin.check(&state)?;
         let policy = match body.0.policy {
             Policy::Auto => LockPolicy::Auto,
             Policy::Optimistic => LockPolicy::Fixed(LockMode::Optimistic),

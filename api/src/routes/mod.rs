@@ -1,6 +1,7 @@
 //! The HTTP API, one module per resource. Handlers reach shared state through
 //! `Data<&Arc<AppState>>`, so the spec can be generated without a cluster.
 
+mod accounts;
 mod bookings;
 mod movies;
 mod ops;
@@ -9,14 +10,11 @@ mod shards;
 mod showtimes;
 mod theaters;
 
-use poem_openapi::auth::Bearer;
-use poem_openapi::{OpenApiService, SecurityScheme, Tags};
-use secrecy::ExposeSecret;
+use poem_openapi::{OpenApiService, Tags};
 
 pub(crate) use bookings::renderer;
 
 use crate::problem::ApiError;
-use crate::state::AppState;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -32,9 +30,12 @@ enum ApiTags {
     Search,
     /// Holds, orders, tickets and cancellations.
     Booking,
-    /// Catalogue management; requires the admin token.
+    /// Registration, sign-in, sessions, profile and account data.
+    Accounts,
+    /// Catalogue, orders, accounts and audit for staff; each route names
+    /// the role it needs.
     Admin,
-    /// Shard map, node load and placement plans; requires the admin token.
+    /// Shard map, node load and placement plans; admins only.
     Shards,
 }
 
@@ -46,36 +47,12 @@ pub type Service = OpenApiService<
         showtimes::ShowtimesApi,
         search::SearchApi,
         bookings::BookingsApi,
+        accounts::AccountsApi,
         shards::ShardsApi,
         shards::PlacementApi,
     ),
     (),
 >;
-
-/// The admin token from configuration, sent as `Authorization: Bearer <token>`.
-#[derive(Debug, SecurityScheme)]
-#[oai(ty = "bearer")]
-pub(crate) struct AdminToken(Bearer);
-
-impl AdminToken {
-    /// Compares in constant time, so response timing does not reveal how
-    /// much of a guessed token was right.
-    pub(crate) fn check(&self, state: &AppState) -> Result<(), ApiError> {
-        let expected = state.admin_token.expose_secret().as_bytes();
-        let given = self.0.token.as_bytes();
-        let mut difference = u8::from(expected.len() != given.len());
-        for (index, byte) in expected.iter().enumerate() {
-            difference |= byte ^ given.get(index).copied().unwrap_or(0);
-        }
-        if difference == 0 {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized(
-                "the admin token is missing or wrong",
-            ))
-        }
-    }
-}
 
 /// The API and its spec. `server` is the base URL the spec advertises.
 pub fn service(server: &str) -> Service {
@@ -87,6 +64,7 @@ pub fn service(server: &str) -> Service {
             showtimes::ShowtimesApi,
             search::SearchApi,
             bookings::BookingsApi,
+            accounts::AccountsApi,
             shards::ShardsApi,
             shards::PlacementApi,
         ),

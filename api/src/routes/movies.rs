@@ -10,7 +10,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::showtimes::IN_PROGRESS_WARNING;
-use super::{AdminToken, ApiTags};
+use super::ApiTags;
+use crate::auth::AdminOnly;
 use crate::body::{JsonBody, Validate};
 use crate::cache::Entry;
 use crate::problem::{ApiError, FieldError};
@@ -546,10 +547,9 @@ impl MoviesApi {
     async fn create_movie(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         body: JsonBody<CreateMovie>,
     ) -> Result<Created, ApiError> {
-        auth.check(&state)?;
         let new = Self::new_movie(Uuid::now_v7(), body.0);
         let stored = state.storage.create_movie(&new).await?;
         let location = format!("/v1/movies/{}", stored.id);
@@ -561,11 +561,10 @@ impl MoviesApi {
     async fn update_movie(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         id: Path<Uuid>,
         body: JsonBody<CreateMovie>,
     ) -> Result<Json<Movie>, ApiError> {
-        auth.check(&state)?;
         let Some(current) = state.storage.movie(id.0).await? else {
             return Err(ApiError::not_found(format!("no movie has id {}", id.0)));
         };
@@ -587,10 +586,9 @@ impl MoviesApi {
     async fn delete_movie(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         id: Path<Uuid>,
     ) -> Result<Deleted, ApiError> {
-        auth.check(&state)?;
         state.storage.delete_movie(id.0).await?;
         state.cache.invalidate(&[Entry::Movie(id.0)]).await;
         Ok(Deleted::Deleted)

@@ -10,7 +10,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
-use super::{AdminToken, ApiTags};
+use super::ApiTags;
+use crate::auth::AdminOnly;
 use crate::body::{JsonBody, Validate};
 use crate::problem::{ApiError, FieldError};
 use crate::state::AppState;
@@ -160,9 +161,8 @@ impl ShardsApi {
     async fn shard_map(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
     ) -> Result<Json<ShardMapView>, ApiError> {
-        auth.check(&state)?;
         let map = state.storage.shard_map().await?;
         let loads = state.storage.node_loads().await?;
         let slots = slot_counts(&map.placement());
@@ -197,10 +197,9 @@ impl ShardsApi {
     async fn plan(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         body: JsonBody<PlanRequest>,
     ) -> Result<Json<Plan>, ApiError> {
-        auth.check(&state)?;
         let request = body.0;
         let map = state.storage.shard_map().await?;
         let after = apply_changes(&state, &map.nodes, &request)?;
@@ -399,10 +398,9 @@ impl PlacementApi {
     async fn rebalance(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         body: JsonBody<PlanRequest>,
     ) -> Result<Json<RebalancedView>, ApiError> {
-        auth.check(&state)?;
         let map = state.storage.shard_map().await?;
         let after = apply_changes(&state, &map.nodes, &body.0)?;
         let done = state.storage.rebalance(after).await?;
@@ -419,11 +417,10 @@ impl PlacementApi {
     async fn place_movie(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         id: poem_openapi::param::Path<uuid::Uuid>,
         body: JsonBody<PlacementRequest>,
     ) -> Result<Json<MovedView>, ApiError> {
-        auth.check(&state)?;
         let node = NodeId::new(&body.0.node);
         if state.storage.cluster().shard(&node).is_err() {
             return Err(ApiError::conflict(format!("node {node} is not configured")));

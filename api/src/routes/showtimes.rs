@@ -12,7 +12,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::theaters::Kind;
-use super::{AdminToken, ApiTags};
+use super::ApiTags;
+use crate::auth::AdminOnly;
 use crate::body::{JsonBody, Validate};
 use crate::cache::Entry;
 use crate::problem::{ApiError, FieldError};
@@ -449,10 +450,9 @@ impl ShowtimesApi {
     async fn create(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         body: JsonBody<ShowtimeBody>,
     ) -> Result<Created, ApiError> {
-        auth.check(&state)?;
         let body = body.0;
         if body.starts_at <= Utc::now() {
             return Err(past_start());
@@ -487,11 +487,10 @@ impl ShowtimesApi {
     async fn update(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         id: Path<Uuid>,
         body: JsonBody<ShowtimeChangeBody>,
     ) -> Result<Json<Showtime>, ApiError> {
-        auth.check(&state)?;
         let body = body.0;
         if body.starts_at <= Utc::now() {
             return Err(past_start());
@@ -518,10 +517,9 @@ impl ShowtimesApi {
     async fn delete(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         id: Path<Uuid>,
     ) -> Result<Deleted, ApiError> {
-        auth.check(&state)?;
         let movie = state.storage.showtime(id.0).await?.map(|s| s.movie_id);
         state.storage.delete_showtime(id.0).await?;
         if let Some(movie) = movie {

@@ -10,7 +10,8 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{AdminToken, ApiTags};
+use super::ApiTags;
+use crate::auth::AdminOnly;
 use crate::body::{JsonBody, Validate};
 use crate::problem::{ApiError, FieldError};
 use crate::state::AppState;
@@ -563,10 +564,9 @@ impl TheatersApi {
     async fn create_theater(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         body: JsonBody<TheaterBody>,
     ) -> Result<TheaterCreated, ApiError> {
-        auth.check(&state)?;
         let stored = state
             .storage
             .put_theater(Uuid::now_v7(), &body.0.into_info())
@@ -584,11 +584,10 @@ impl TheatersApi {
     async fn update_theater(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         id: Path<Uuid>,
         body: JsonBody<TheaterBody>,
     ) -> Result<Json<Theater>, ApiError> {
-        auth.check(&state)?;
         if state.storage.theater(id.0).await?.is_none() {
             return Err(ApiError::not_found(format!("no theater has id {}", id.0)));
         }
@@ -605,10 +604,9 @@ impl TheatersApi {
     async fn delete_theater(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         id: Path<Uuid>,
     ) -> Result<Deleted, ApiError> {
-        auth.check(&state)?;
         state.storage.delete_theater(id.0).await?;
         Ok(Deleted::Deleted)
     }
@@ -622,11 +620,10 @@ impl TheatersApi {
     async fn create_screen(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         id: Path<Uuid>,
         body: JsonBody<ScreenBody>,
     ) -> Result<ScreenCreated, ApiError> {
-        auth.check(&state)?;
         let layout = SeatLayout::from(&body.0.layout);
         let stored = state
             .storage
@@ -646,12 +643,11 @@ impl TheatersApi {
     async fn update_screen(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         id: Path<Uuid>,
         screen_id: Path<Uuid>,
         body: JsonBody<ScreenBody>,
     ) -> Result<Json<Screen>, ApiError> {
-        auth.check(&state)?;
         if state.storage.screen(id.0, screen_id.0).await?.is_none() {
             return Err(ApiError::not_found(format!(
                 "theater {} has no screen {}",
@@ -675,11 +671,10 @@ impl TheatersApi {
     async fn delete_screen(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: AdminToken,
+        _admin: AdminOnly,
         id: Path<Uuid>,
         screen_id: Path<Uuid>,
     ) -> Result<Deleted, ApiError> {
-        auth.check(&state)?;
         state.storage.delete_screen(id.0, screen_id.0).await?;
         Ok(Deleted::Deleted)
     }

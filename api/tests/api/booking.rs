@@ -681,7 +681,7 @@ async fn race(app: &TestApp, policy: LockPolicy, buyers: usize) {
                     })
                 };
                 booking
-                    .hold(showtime, &format!("buyer{i}@example.com"), &choice)
+                    .hold(showtime, &format!("buyer{i}@example.com"), &choice, None)
                     .await
                     .map(|(hold, _)| hold)
             })
@@ -762,7 +762,12 @@ async fn contention_switches_a_showtime_to_pessimistic_and_admins_see_it() {
                         wheelchair: 0,
                     });
                     let _ = booking
-                        .hold(showtime, &format!("r{round}b{i}@example.com"), &choice)
+                        .hold(
+                            showtime,
+                            &format!("r{round}b{i}@example.com"),
+                            &choice,
+                            None,
+                        )
                         .await;
                 })
             })
@@ -867,7 +872,10 @@ async fn a_payment_captured_before_a_crash_is_confirmed_or_refunded_by_recovery(
     let mut orders = Vec::new();
     for (email, seat) in [("kept@example.com", "A-3"), ("lost@example.com", "B-3")] {
         let choice = SeatChoice::Seats(vec![seat.to_owned()]);
-        let (hold, token) = booking.hold(showtime, email, &choice).await.expect("hold");
+        let (hold, token) = booking
+            .hold(showtime, email, &choice, None)
+            .await
+            .expect("hold");
         let token_hash = marquee_booking::token_hash(&token);
         let begun = app
             .state
@@ -980,7 +988,7 @@ async fn bookings_made_while_their_movie_moves_all_survive_once_and_no_seat_sell
                     // as a client would on a 503.
                     let mut placed = None;
                     for _ in 0..50 {
-                        match booking.hold(showtime, &email, &choice).await {
+                        match booking.hold(showtime, &email, &choice, None).await {
                             Ok(held) => {
                                 placed = Some(held);
                                 break;

@@ -1,6 +1,8 @@
 //! Integration tests: the real application on port 0 against the local
 //! cluster, each test in its own schema on every node.
 
+mod accounts;
+mod auth_fuzz;
 mod booking;
 mod catalog;
 mod health;

@@ -44,6 +44,98 @@ fn every_operation_declares_the_errors_the_edge_can_answer() {
     }
 }
 
+/// Operations anyone may call, each for a reason: probes, browsing the
+/// catalogue, the ticket key scanners need, and the ways into an account
+/// (which cannot need one).
+const PUBLIC: &[&str] = &[
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /v1/movies",
+    "GET /v1/movies/{id}",
+    "GET /v1/search",
+    "GET /v1/search/suggest",
+    "GET /v1/showtimes/{id}",
+    "GET /v1/showtimes/{id}/seats",
+    "GET /v1/theaters",
+    "GET /v1/theaters/{id}",
+    "GET /v1/theaters/{id}/screens",
+    "GET /v1/tickets/signing-key",
+    "POST /v1/auth/registrations",
+    "POST /v1/auth/verification-requests",
+    "POST /v1/auth/email-verifications",
+    "POST /v1/auth/sessions",
+    "POST /v1/auth/refresh",
+    "POST /v1/auth/password-resets",
+    "POST /v1/auth/password-resets/confirmation",
+];
+
+fn schemes(operation: &serde_json::Value) -> Vec<String> {
+    operation["security"]
+        .as_array()
+        .map(|alternatives| {
+            alternatives
+                .iter()
+                .flat_map(|alternative| {
+                    let names = alternative.as_object().expect("requirement").keys();
+                    if alternative
+                        .as_object()
+                        .is_some_and(serde_json::Map::is_empty)
+                    {
+                        vec!["anyone".to_owned()]
+                    } else {
+                        names.cloned().collect()
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_operation_declares_who_may_call_it() {
+    let spec: serde_json::Value = serde_json::from_str(&checked_in()).expect("json");
+    let mut public_seen = Vec::new();
+    for (path, operations) in spec["paths"].as_object().expect("paths") {
+        for (method, operation) in operations.as_object().expect("operations") {
+            let name = format!("{} {path}", method.to_ascii_uppercase());
+            let schemes = schemes(operation);
+            if path.starts_with("/v1/admin/") {
+                assert!(
+                    !schemes.is_empty() && schemes.iter().all(|s| s == "staff" || s == "admin"),
+                    "{name} is an admin route open to {schemes:?}"
+                );
+            } else if path.starts_with("/v1/me") {
+                assert_eq!(schemes, vec!["customer"], "{name}");
+            } else if schemes.is_empty() {
+                assert!(
+                    PUBLIC.contains(&name.as_str()),
+                    "{name} is public by accident"
+                );
+                public_seen.push(name);
+            } else {
+                assert!(
+                    !PUBLIC.contains(&name.as_str()),
+                    "{name} is listed public but is not"
+                );
+            }
+        }
+    }
+    for name in PUBLIC {
+        assert!(
+            public_seen.iter().any(|seen| seen == name),
+            "{name} no longer exists"
+        );
+    }
+    let bearer: Vec<&str> = ["customer", "staff", "admin"].to_vec();
+    for name in bearer {
+        assert_eq!(
+            spec["components"]["securitySchemes"][name]["scheme"], "bearer",
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn request_bodies_are_json_only() {
     let spec: serde_json::Value = serde_json::from_str(&checked_in()).expect("json");
