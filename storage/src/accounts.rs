@@ -286,8 +286,13 @@ impl Storage {
         Ok(())
     }
 
-    /// Creates an account, unless the address already has one.
+    /// Creates an account, unless the address already has one; waits out a
+    /// rebalance, which places accounts by the registry it scanned.
     pub async fn register(&self, new: &NewAccount<'_>) -> Result<Registered, Error> {
+        self.unless_rebalancing(|| self.register_now(new)).await
+    }
+
+    async fn register_now(&self, new: &NewAccount<'_>) -> Result<Registered, Error> {
         if let Some(holder) = self.claim_email(new.email, new.id).await? {
             return match self.account(holder).await? {
                 Some(account) => Ok(Registered::Exists(account)),
@@ -481,8 +486,14 @@ impl Storage {
     }
 
     /// Moves an account to a new address: the new one is claimed first, so
-    /// the account is never without an index entry.
+    /// the account is never without an index entry. The new entry is a new
+    /// key, so this too waits out a rebalance.
     pub async fn change_email(&self, user: Uuid, new_email: &str) -> Result<Account, Error> {
+        self.unless_rebalancing(|| self.change_email_now(user, new_email))
+            .await
+    }
+
+    async fn change_email_now(&self, user: Uuid, new_email: &str) -> Result<Account, Error> {
         let before =
             self.account(user)
                 .await?

@@ -112,11 +112,16 @@ impl Storage {
         Ok(true)
     }
 
+    /// Creates or replaces a theater; waits out a rebalance, which places
+    /// theaters by the registry it scanned.
     pub async fn put_theater(&self, id: Uuid, info: &TheaterInfo) -> Result<Theater, Error> {
-        let server = self.theater_primary(id)?;
-        theaters::upsert(&server.get().await?, id, info)
-            .await
-            .map_err(|err| rejected(server, err))
+        self.unless_rebalancing(|| async {
+            let server = self.theater_primary(id)?;
+            theaters::upsert(&server.get().await?, id, info)
+                .await
+                .map_err(|err| rejected(server, err))
+        })
+        .await
     }
 
     pub async fn theater(&self, id: Uuid) -> Result<Option<Theater>, Error> {

@@ -41,7 +41,7 @@ macro_rules! migrations {
 }
 
 /// Migrations of the catalog node, in order.
-pub const CATALOG: &[Migration] = migrations!("catalog": 1 "0001_shard_nodes", 2 "0002_shard_map", 3 "0003_movie_moves", 4 "0004_joining_nodes", 5 "0005_rebalancing", 6 "0006_audit_log");
+pub const CATALOG: &[Migration] = migrations!("catalog": 1 "0001_shard_nodes", 2 "0002_shard_map", 3 "0003_movie_moves", 4 "0004_joining_nodes", 5 "0005_rebalancing", 6 "0006_audit_log", 7 "0007_route_pins");
 
 /// Migrations of every shard node, in order.
 pub const SHARD: &[Migration] = migrations!("shard": 1 "0001_movies", 2 "0002_movie_fences", 3 "0003_catalog", 4 "0004_booking", 5 "0005_lock_switches", 6 "0006_customer_orders", 7 "0007_accounts");
@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn a_pending_list_names_only_versions_not_yet_applied() {
         let applied = vec![(1, CATALOG[0].checksum())];
-        assert_eq!(pending(CATALOG, &applied), vec![2, 3, 4, 5, 6]);
-        assert_eq!(pending(CATALOG, &[]), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(pending(CATALOG, &applied), vec![2, 3, 4, 5, 6, 7]);
+        assert_eq!(pending(CATALOG, &[]), vec![1, 2, 3, 4, 5, 6, 7]);
     }
 }

@@ -8,6 +8,10 @@
 //! version. New movies wait for the switch (see [`Storage::create_movie`]).
 //! A failure part-way leaves the old registry in force with every moved
 //! movie pinned where its data is: consistent, and safe to run again.
+//!
+//! Theaters and account data do not move: each key the new registry would
+//! place elsewhere is pinned to the node that holds it, at the switch, so
+//! it keeps being found. New ones wait for the switch like new movies.
 
 use marquee_sharding::NodeId;
 use uuid::Uuid;
@@ -20,14 +24,35 @@ use crate::{Error, Storage};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rebalanced {
     pub movies_moved: u64,
+    /// Theaters, accounts and email index entries left where they are and
+    /// pinned there.
+    pub keys_pinned: u64,
     pub map_version: i64,
 }
 
+/// A key kept on the node that holds its data.
+#[derive(Debug, Clone)]
+struct Pin {
+    hash: u64,
+    node: NodeId,
+    kind: &'static str,
+}
+
 impl Storage {
-    /// Creates a movie unless a rebalance is running. The share lock on the
-    /// map row is held until the movie is written, so a rebalance starting
-    /// meanwhile waits for it and then finds it when it scans.
+    /// Creates a movie unless a rebalance is running.
     pub async fn create_movie(&self, movie: &NewMovie) -> Result<Movie, Error> {
+        self.unless_rebalancing(|| self.upsert_movie(movie)).await
+    }
+
+    /// Runs `work`, which places a new key, unless a rebalance is running.
+    /// The share lock on the map row is held until the work is done, so a
+    /// rebalance starting meanwhile waits for it and then finds the new key
+    /// when it scans.
+    pub(crate) async fn unless_rebalancing<T, F, Fut>(&self, work: F) -> Result<T, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
         let catalog = self.cluster().catalog();
         let mut client = catalog.get().await?;
         let transaction = client
@@ -42,12 +67,12 @@ impl Storage {
         if rebalancing {
             return Err(Error::Rebalancing);
         }
-        let stored = self.upsert_movie(movie).await?;
+        let done = work().await?;
         transaction
             .commit()
             .await
             .map_err(|err| rejected(catalog, err))?;
-        Ok(stored)
+        Ok(done)
     }
 
     /// Moves data so that the registry can become `after`, then switches to it.
@@ -92,6 +117,7 @@ impl Storage {
                 .iter()
                 .any(|record| record.name == node.as_str() && record.effective_weight() > 0)
         };
+        let pins = self.unmoved_keys(&target_placement, &active_after).await?;
         let mut moved = 0u64;
         for (node, ids) in self.movie_ids().await? {
             for id in ids {
@@ -112,16 +138,78 @@ impl Storage {
                 }
             }
         }
-        let map_version = self.switch(&target_map).await?;
+        let map_version = self.switch(&target_map, &pins).await?;
         Ok(Rebalanced {
             movies_moved: moved,
+            keys_pinned: pins.len() as u64,
             map_version,
         })
     }
 
+    /// Theaters, accounts and email index entries whose owner the new
+    /// registry changes. They stay where their data is, pinned there at the
+    /// switch. A node that leaves cannot keep them, so draining one that
+    /// holds any is refused before anything moves.
+    async fn unmoved_keys(
+        &self,
+        target: &marquee_sharding::Placement,
+        active_after: &impl Fn(&NodeId) -> bool,
+    ) -> Result<Vec<Pin>, Error> {
+        let routing = self.cluster().routing();
+        let mut pins = Vec::new();
+        for shard in self.cluster().shards() {
+            let node = shard.id();
+            let server = &shard.primary;
+            let client = server.get().await?;
+            let mut hashes: Vec<(u64, &'static str)> = Vec::new();
+            for (sql, kind) in [
+                ("select id from theaters", "theater"),
+                ("select id from users", "user"),
+            ] {
+                for row in client
+                    .query(sql, &[])
+                    .await
+                    .map_err(|err| rejected(server, err))?
+                {
+                    let id: Uuid = row.get(0);
+                    hashes.push((marquee_sharding::ids::route_hash(id), kind));
+                }
+            }
+            for row in client
+                .query("select email from user_emails", &[])
+                .await
+                .map_err(|err| rejected(server, err))?
+            {
+                let email: String = row.get(0);
+                hashes.push((
+                    marquee_sharding::placement::hash_key(email.as_bytes()),
+                    "email",
+                ));
+            }
+            for (hash, kind) in hashes {
+                if routing.route_hash(hash) != Some(node) {
+                    continue;
+                }
+                if !active_after(node) {
+                    return Err(Error::Conflict(format!(
+                        "{node} holds theater and account data, which a rebalance does not move; it cannot be drained yet"
+                    )));
+                }
+                if target.route_hash(hash) != Some(node) {
+                    pins.push(Pin {
+                        hash,
+                        node: node.clone(),
+                        kind,
+                    });
+                }
+            }
+        }
+        Ok(pins)
+    }
+
     /// Writes the new registry, drops overrides that now match placement,
     /// and bumps the version: one catalog transaction.
-    async fn switch(&self, target_map: &ShardMap) -> Result<i64, Error> {
+    async fn switch(&self, target_map: &ShardMap, pins: &[Pin]) -> Result<i64, Error> {
         let placement = target_map.placement();
         let catalog = self.cluster().catalog();
         let mut client = catalog.get().await?;
@@ -151,6 +239,36 @@ impl Storage {
             {
                 transaction
                     .execute("delete from movie_overrides where movie_id = $1", &[&movie])
+                    .await
+                    .map_err(|err| rejected(catalog, err))?;
+            }
+        }
+        for pin in pins {
+            transaction
+                .execute(
+                    "insert into route_pins (hash, node, kind) values ($1, $2, $3) \
+                     on conflict (hash) do update set node = excluded.node",
+                    &[
+                        &i64::from_ne_bytes(pin.hash.to_ne_bytes()),
+                        &pin.node.as_str(),
+                        &pin.kind,
+                    ],
+                )
+                .await
+                .map_err(|err| rejected(catalog, err))?;
+        }
+        let stale_pins = transaction
+            .query("select hash, node from route_pins", &[])
+            .await
+            .map_err(|err| rejected(catalog, err))?;
+        for row in stale_pins {
+            let (hash, node): (i64, String) = (row.get(0), row.get(1));
+            if placement
+                .route_hash(u64::from_ne_bytes(hash.to_ne_bytes()))
+                .is_some_and(|owner| owner.as_str() == node)
+            {
+                transaction
+                    .execute("delete from route_pins where hash = $1", &[&hash])
                     .await
                     .map_err(|err| rejected(catalog, err))?;
             }

@@ -395,7 +395,7 @@ impl Storage {
         }
         let catalog = self.cluster.catalog();
         let client = catalog.get().await?;
-        let overrides = client
+        let mut overrides = client
             .query("select movie_id, node from movie_overrides", &[])
             .await
             .map_err(|err| rejected(catalog, err))?
@@ -405,7 +405,17 @@ impl Storage {
                 let node: String = row.get(1);
                 (marquee_sharding::ids::route_hash(movie), NodeId::new(node))
             })
-            .collect();
+            .collect::<HashMap<u64, NodeId>>();
+        let pins = client
+            .query("select hash, node from route_pins", &[])
+            .await
+            .map_err(|err| rejected(catalog, err))?;
+        for row in pins {
+            let (hash, node): (i64, String) = (row.get(0), row.get(1));
+            overrides
+                .entry(u64::from_ne_bytes(hash.to_ne_bytes()))
+                .or_insert_with(|| NodeId::new(node));
+        }
         self.cluster.set_routing(Routing {
             version: map.version,
             placement: map.placement(),

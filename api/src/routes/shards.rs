@@ -375,6 +375,9 @@ impl Validate for PlacementRequest {
 #[derive(Debug, Object)]
 struct RebalancedView {
     movies_moved: u64,
+    /// Theaters, accounts and email index entries the new registry would
+    /// place elsewhere, kept on the node that holds them.
+    keys_pinned: u64,
     /// The shard map version with the new registry.
     map_version: i64,
 }
@@ -392,8 +395,11 @@ struct MovedView {
 #[OpenApi(tag = "ApiTags::Shards")]
 impl PlacementApi {
     /// Executes a plan: moves every movie whose node changes while it keeps
-    /// serving, then switches the registry in one step. New movies are
-    /// refused with 503 until it finishes. Accepts the same body as the plan.
+    /// serving, pins theaters and accounts whose node would change to the
+    /// node that holds them, then switches the registry in one step. New
+    /// movies, theaters and accounts are refused with 503 until it finishes;
+    /// draining a node that holds theaters or accounts is refused with 409.
+    /// Accepts the same body as the plan.
     #[oai(path = "/v1/admin/shards/rebalance", method = "post")]
     async fn rebalance(
         &self,
@@ -406,6 +412,7 @@ impl PlacementApi {
         let done = state.storage.rebalance(after).await?;
         Ok(Json(RebalancedView {
             movies_moved: done.movies_moved,
+            keys_pinned: done.keys_pinned,
             map_version: done.map_version,
         }))
     }

@@ -251,6 +251,32 @@ async fn a_joining_node_takes_its_share_when_a_rebalance_adds_it() {
         };
         ids.push(small.create_movie(&movie).await.expect("created").id);
     }
+    // Theaters and accounts stay where they are; the ones the new node
+    // would own are pinned there.
+    let mut theaters = Vec::new();
+    for index in 0..12 {
+        let id = uuid::Uuid::now_v7();
+        small
+            .put_theater(id, &crate::shards::theater_info(index))
+            .await
+            .expect("theater");
+        theaters.push(id);
+    }
+    let mut accounts = Vec::new();
+    for index in 0..12 {
+        let id = uuid::Uuid::now_v7();
+        let email = format!("grow{index}-{}@example.com", id.simple());
+        small
+            .register(&marquee_storage::accounts::NewAccount {
+                id,
+                email: &email,
+                name: "Grower",
+                password_hash: "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
+            })
+            .await
+            .expect("account");
+        accounts.push((id, email));
+    }
     schema.settings.database.shards = all_shards;
     let full = schema.storage();
     full.migrate().await.expect("shard-2 joins");
@@ -275,6 +301,83 @@ async fn a_joining_node_takes_its_share_when_a_rebalance_adds_it() {
     for id in ids {
         assert!(full.movie(id).await.expect("read").is_some());
     }
+    assert!(done.keys_pinned > 0, "some keys would have moved: {done:?}");
+    // A fresh instance, reading the map from the catalog, finds them too.
+    let fresh = schema.storage();
+    fresh.load_placement().await.expect("placement");
+    for id in theaters {
+        assert!(
+            full.theater(id).await.expect("read").is_some(),
+            "theater {id}"
+        );
+        assert!(
+            fresh.theater(id).await.expect("read").is_some(),
+            "theater {id}"
+        );
+    }
+    for (id, email) in accounts {
+        assert_eq!(
+            full.account(id).await.expect("read").map(|a| a.id),
+            Some(id)
+        );
+        assert_eq!(
+            full.account_by_email(&email)
+                .await
+                .expect("read")
+                .map(|a| a.id),
+            Some(id),
+            "{email}"
+        );
+    }
+}
+
+pub fn theater_info(index: usize) -> marquee_storage::theaters::TheaterInfo {
+    marquee_storage::theaters::TheaterInfo {
+        name: format!("Pinned {index}"),
+        country: "US".to_owned(),
+        region: Some("MA".to_owned()),
+        city: "Boston".to_owned(),
+        street: "1 Main St".to_owned(),
+        postcode: "02108".to_owned(),
+        latitude: 42.36,
+        longitude: -71.06,
+        timezone: "America/New_York".to_owned(),
+        opening_hours: Vec::new(),
+        demo_generated: false,
+    }
+}
+
+#[tokio::test]
+async fn draining_a_node_that_holds_theaters_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let storage = &app.state.storage;
+    let theater = uuid::Uuid::now_v7();
+    storage
+        .put_theater(theater, &theater_info(0))
+        .await
+        .expect("theater");
+    let before = storage.shard_map().await.expect("map");
+    let node = storage
+        .cluster()
+        .route(theater.as_bytes())
+        .expect("routed")
+        .id()
+        .to_string();
+    let holder = before
+        .nodes
+        .iter()
+        .position(|record| record.name == node)
+        .expect("the theater's node is in the map");
+    let mut after = before.nodes.clone();
+    after[holder].state = "draining".to_owned();
+    let refused = storage.rebalance(after).await;
+    assert!(
+        matches!(refused, Err(marquee_storage::Error::Conflict(ref detail)) if detail.contains("cannot be drained")),
+        "{refused:?}"
+    );
+    let unchanged = storage.shard_map().await.expect("map");
+    assert_eq!(unchanged.version, before.version);
+    assert_eq!(unchanged.nodes, before.nodes);
 }
 
 #[tokio::test]
