@@ -19,6 +19,8 @@ use serde::Serialize;
 pub struct Plan {
     pub base: String,
     pub paths: Vec<String>,
+    /// JSON bodies to POST, used in turn with the paths; empty sends GETs.
+    pub bodies: Vec<String>,
     pub concurrency: usize,
     pub warmup: Duration,
     pub duration: Duration,
@@ -86,6 +88,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
                 .iter()
                 .map(|p| format!("{}{p}", plan.base))
                 .collect();
+            let bodies = plan.bodies.clone();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 // Workers start at different points of the list so they do
@@ -93,7 +96,15 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
                 let mut next = worker * 7919 % urls.len();
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let outcome = client.get(&urls[next]).send().await;
+                    let request = if bodies.is_empty() {
+                        client.get(&urls[next])
+                    } else {
+                        client
+                            .post(&urls[next])
+                            .header("content-type", "application/json")
+                            .body(bodies[next % bodies.len()].clone())
+                    };
+                    let outcome = request.send().await;
                     let outcome = match outcome {
                         Ok(response) => {
                             let ok = response.status().is_success();

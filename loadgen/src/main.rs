@@ -12,6 +12,10 @@ struct Cli {
     /// File of paths to request, one per line, used in turn.
     #[arg(long)]
     paths: std::path::PathBuf,
+    /// File of JSON bodies, one per line: each request then POSTs the
+    /// next body to the next path.
+    #[arg(long)]
+    bodies: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
     #[arg(long, default_value_t = 3)]
@@ -35,6 +39,15 @@ async fn main() -> anyhow::Result<()> {
     let report = marquee_loadgen::run(&marquee_loadgen::Plan {
         base: cli.base.trim_end_matches('/').to_owned(),
         paths,
+        bodies: match &cli.bodies {
+            Some(file) => std::fs::read_to_string(file)?
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => Vec::new(),
+        },
         concurrency: cli.concurrency,
         warmup: Duration::from_secs(cli.warmup_seconds),
         duration: Duration::from_secs(cli.seconds),

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use lettre::message::{header::ContentType, Mailbox};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
@@ -95,12 +96,17 @@ impl Mailer {
             .to
             .parse()
             .map_err(|_| Error::Address(mail.to.clone()))?;
+        // 8-bit text keeps links and tokens whole on one line, where
+        // quoted-printable would break and escape them; lettre falls back
+        // to an encoding that fits when a line is too long for 8-bit.
+        let body = Body::new_with_encoding(mail.text.clone(), ContentTransferEncoding::EightBit)
+            .unwrap_or_else(Body::new);
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(mail.subject.as_str())
             .header(ContentType::TEXT_PLAIN)
-            .body(mail.text.clone())?;
+            .body(body)?;
         self.transport.send(message).await?;
         Ok(())
     }

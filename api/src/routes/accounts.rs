@@ -656,14 +656,17 @@ impl AppState {
                 ttl,
             )
             .await?;
-        let minutes = ttl.as_secs() / 60;
+        let lifetime = match ttl.as_secs() / 60 {
+            minutes if minutes >= 120 => format!("{} hours", minutes / 60),
+            minutes => format!("{minutes} minutes"),
+        };
         self.auth.mailer.send_later(Mail {
             to: to.to_owned(),
             subject: subject.to_owned(),
             text: format!(
                 "Hello {name},\n\nOpen this link to {what}:\n\n{base}/{path}?token={token}\n\n\
                  Or send the token to the API: {token}\n\n\
-                 The link works once, for {minutes} minutes. If you did not ask for this, ignore this message.\n",
+                 The link works once, for {lifetime}. If you did not ask for this, ignore this message.\n",
                 name = account.name.as_deref().unwrap_or("there"),
                 base = settings.public_url.trim_end_matches('/'),
             ),

@@ -125,5 +125,8 @@ async fn auth_routes_answer_any_body_with_a_problem_and_never_sign_anyone_in() {
         assert_problem(response, status).await;
     }
     assert!(!statuses.contains_key(&429), "{statuses:?}");
-    assert!(statuses.get(&422).copied().unwrap_or(0) > 50, "cases reach validation: {statuses:?}");
+    assert!(
+        statuses.get(&422).copied().unwrap_or(0) > 50,
+        "cases reach validation: {statuses:?}"
+    );
 }
