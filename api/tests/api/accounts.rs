@@ -1379,3 +1379,26 @@ async fn guests_still_buy_with_a_booking_token_and_must_give_an_address() {
     let paid = pay(&app, &held, &token, &Uuid::new_v4().to_string(), "tok_visa").await;
     assert_eq!(paid.status().as_u16(), 201);
 }
+
+#[tokio::test]
+async fn rate_limits_hold_on_each_instance_while_redis_is_unreachable() {
+    let app = spawn_app_with(|settings| {
+        settings.redis.url = "redis://127.0.0.1:1/".to_owned().into();
+        settings.auth.credential_rate_limit.per_second = 1;
+        settings.auth.credential_rate_limit.burst = 3;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let response = post(
+            &app,
+            "/v1/auth/password-resets",
+            None,
+            json!({"email": unique_email("offline")}),
+        )
+        .await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], &[202, 202, 202], "{statuses:?}");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+}
