@@ -805,6 +805,25 @@ impl AppState {
     }
 }
 
+/// Audits a successful action on an account.
+fn account_event(
+    state: &AppState,
+    req: &Request,
+    actor: Option<&Principal>,
+    action: &str,
+    account: Uuid,
+) {
+    audit(
+        state,
+        req,
+        actor,
+        action,
+        Some(account.to_string()),
+        "success",
+        serde_json::json!({}),
+    );
+}
+
 fn audit_view(record: marquee_storage::audit::AuditRecord) -> AuditView {
     AuditView {
         id: record.id,
@@ -862,15 +881,7 @@ impl AccountsApi {
                 state
                     .mail_token(&account, &email, TokenPurpose::VerifyEmail, None)
                     .await?;
-                audit(
-                    &state,
-                    req,
-                    None,
-                    "account.register",
-                    Some(account.id.to_string()),
-                    "success",
-                    serde_json::json!({}),
-                );
+                account_event(&state, req, None, "account.register", account.id);
             }
             Registered::Exists(account) => {
                 state.notify(
@@ -949,27 +960,11 @@ impl AccountsApi {
         match (used.purpose, used.new_email) {
             (TokenPurpose::ChangeEmail, Some(new_email)) => {
                 state.storage.change_email(used.user_id, &new_email).await?;
-                audit(
-                    &state,
-                    req,
-                    None,
-                    "account.email_changed",
-                    Some(used.user_id.to_string()),
-                    "success",
-                    serde_json::json!({}),
-                );
+                account_event(&state, req, None, "account.email_changed", used.user_id);
             }
             _ => {
                 state.storage.mark_email_verified(used.user_id).await?;
-                audit(
-                    &state,
-                    req,
-                    None,
-                    "account.email_verified",
-                    Some(used.user_id.to_string()),
-                    "success",
-                    serde_json::json!({}),
-                );
+                account_event(&state, req, None, "account.email_verified", used.user_id);
             }
         }
         Ok(Done::NoContent)
@@ -1148,14 +1143,12 @@ impl AccountsApi {
             .storage
             .revoke_session(caller.0.user, caller.0.session)
             .await?;
-        audit(
+        account_event(
             &state,
             req,
             Some(&Principal::User(caller.0)),
             "auth.logout",
-            Some(caller.0.user.to_string()),
-            "success",
-            serde_json::json!({}),
+            caller.0.user,
         );
         Ok(SignedOut::NoContent(refresh_cookie(&state, "", 0)))
     }
@@ -1180,15 +1173,7 @@ impl AccountsApi {
             state
                 .mail_token(&account, &email, TokenPurpose::ResetPassword, None)
                 .await?;
-            audit(
-                &state,
-                req,
-                None,
-                "account.reset_requested",
-                Some(account.id.to_string()),
-                "success",
-                serde_json::json!({}),
-            );
+            account_event(&state, req, None, "account.reset_requested", account.id);
         }
         Ok(AcceptedResponse::Accepted(Json(Accepted {
             detail: "if the address has an account, a reset link is on its way".to_owned(),
@@ -1257,15 +1242,7 @@ impl AccountsApi {
             "Your password was changed",
             "The password of your Marquee account was reset, and every device was signed out.",
         );
-        audit(
-            &state,
-            req,
-            None,
-            "account.password_reset",
-            Some(account.id.to_string()),
-            "success",
-            serde_json::json!({}),
-        );
+        account_event(&state, req, None, "account.password_reset", account.id);
         Ok(Done::NoContent)
     }
 
@@ -1325,14 +1302,12 @@ impl AccountsApi {
             )
             .await?;
         state.notify(&account, "Your address is being changed", "Someone asked to move your Marquee account to another address; it changes once the link sent there is opened.");
-        audit(
+        account_event(
             &state,
             req,
             Some(&Principal::User(caller.0)),
             "account.email_change_requested",
-            Some(account.id.to_string()),
-            "success",
-            serde_json::json!({}),
+            account.id,
         );
         Ok(AcceptedResponse::Accepted(Json(Accepted {
             detail: "a confirmation link is on its way to the new address".to_owned(),
@@ -1386,14 +1361,12 @@ impl AccountsApi {
             .revoke_sessions(account.id, Some(caller.0.session))
             .await?;
         state.notify(&account, "Your password was changed", "The password of your Marquee account was changed, and your other devices were signed out.");
-        audit(
+        account_event(
             &state,
             req,
             Some(&Principal::User(caller.0)),
             "account.password_changed",
-            Some(account.id.to_string()),
-            "success",
-            serde_json::json!({}),
+            account.id,
         );
         Ok(Done::NoContent)
     }
@@ -1419,14 +1392,12 @@ impl AccountsApi {
             "Your Marquee account and its personal data were deleted.",
         );
         state.storage.erase_account(account.id).await?;
-        audit(
+        account_event(
             &state,
             req,
             Some(&Principal::User(caller.0)),
             "account.deleted",
-            Some(account.id.to_string()),
-            "success",
-            serde_json::json!({}),
+            account.id,
         );
         Ok(SignedOut::NoContent(refresh_cookie(&state, "", 0)))
     }
@@ -1585,14 +1556,12 @@ impl AccountsApi {
             "Two-factor sign-in is on",
             "Signing in to your Marquee account now needs a code from your authenticator app.",
         );
-        audit(
+        account_event(
             &state,
             req,
             Some(&Principal::User(caller.0)),
             "account.totp_enabled",
-            Some(account.id.to_string()),
-            "success",
-            serde_json::json!({}),
+            account.id,
         );
         Ok(Done::NoContent)
     }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use marquee::settings::Settings;
 use marquee_auth::password::HashParams;
 use marquee_auth::totp;
 use serde_json::{json, Value};
@@ -17,12 +18,17 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// Small hashing parameters: the defaults are checked in the auth crate,
 /// and each test hashes a dozen times.
 pub async fn accounts_app() -> TestApp {
+    accounts_app_with(|_| {}).await
+}
+
+pub async fn accounts_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_with(|settings| {
         settings.auth.hashing = HashParams {
             memory_kib: 1024,
             iterations: 1,
             parallelism: 1,
         };
+        configure(settings);
     })
     .await
 }
@@ -341,12 +347,7 @@ async fn sign_in_failures_read_the_same_for_unknown_addresses_and_wrong_password
 
 #[tokio::test]
 async fn repeated_failed_sign_ins_lock_the_address_with_growing_waits() {
-    let app = spawn_app_with(|settings| {
-        settings.auth.hashing = HashParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
+    let app = accounts_app_with(|settings| {
         settings.auth.lockout.free_attempts = 3;
         settings.auth.lockout.base_delay_ms = 2000;
     })
@@ -1258,12 +1259,7 @@ async fn a_bad_or_expired_access_token_is_refused_before_any_handler() {
 
 #[tokio::test]
 async fn a_signed_in_user_past_their_burst_is_limited_and_told_when_to_retry() {
-    let app = spawn_app_with(|settings| {
-        settings.auth.hashing = HashParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
+    let app = accounts_app_with(|settings| {
         settings.auth.user_rate_limit.per_second = 1;
         settings.auth.user_rate_limit.burst = 12;
     })

@@ -6,9 +6,8 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map, Value};
 
-use marquee_auth::password::HashParams;
-
-use crate::helpers::{assert_problem, spawn_app_with};
+use crate::accounts::accounts_app_with;
+use crate::helpers::assert_problem;
 
 const ROUTES: &[&str] = &[
     "/v1/auth/registrations",
@@ -76,12 +75,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 #[tokio::test]
 async fn auth_routes_answer_any_body_with_a_problem_and_never_sign_anyone_in() {
     // Limits high enough that every case reaches its handler.
-    let app = spawn_app_with(|settings| {
-        settings.auth.hashing = HashParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
+    let app = accounts_app_with(|settings| {
         settings.auth.credential_rate_limit.per_second = 10_000;
         settings.auth.credential_rate_limit.burst = 10_000;
     })
