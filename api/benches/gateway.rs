@@ -73,12 +73,12 @@ fn gateway(c: &mut Criterion) {
             .expect("redis")
     });
     let auth = Arc::new(AuthState {
-        gatekeeper: Gatekeeper::new(&settings.auth.signing_secret, settings.admin.token.clone())
-            .expect("keys"),
+        gatekeeper: Gatekeeper::new(&settings.auth, settings.admin.token.clone()).expect("keys"),
         hasher: PasswordHasher::new(settings.auth.hashing.clone(), 1).expect("hasher"),
         settings: settings.auth.clone(),
         mailer: marquee_notify::Mailer::new(&settings.mail).expect("mailer"),
         lockout: Lockout::new(None, String::new(), LockoutSettings::default()),
+        attempts: RateLimiter::new(None, String::new(), LimiterSettings::default()),
     });
     let limit = Limit {
         per_second: 1e9,

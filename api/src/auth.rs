@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::edge::RequestId;
 use crate::problem::ApiError;
+use crate::settings::AuthSettings;
 use crate::state::AppState;
 
 /// The caller, as established by the edge.
@@ -66,13 +67,19 @@ pub struct Gatekeeper {
 
 impl Gatekeeper {
     pub fn new(
-        signing_secret: &SecretString,
+        settings: &AuthSettings,
         operator_token: SecretString,
     ) -> Result<Self, marquee_auth::Error> {
-        let signer = AccessSigner::from_secret(signing_secret.expose_secret())?;
+        let previous: Vec<&str> = settings
+            .previous_signing_secrets
+            .iter()
+            .map(ExposeSecret::expose_secret)
+            .collect();
+        let signer =
+            AccessSigner::from_secrets(settings.signing_secret.expose_secret(), &previous)?;
         let owner_key = hmac::Key::new(
             hmac::HMAC_SHA256,
-            format!("booking-owner:{}", signing_secret.expose_secret()).as_bytes(),
+            settings.owner_secret.expose_secret().as_bytes(),
         );
         Ok(Self {
             signer,
@@ -224,6 +231,39 @@ pub fn client_ip(req: &Request) -> Option<IpAddr> {
         .map(std::net::SocketAddr::ip)
 }
 
+fn audit_entry(
+    req: &Request,
+    actor: Option<&Principal>,
+    action: &str,
+    target: Option<String>,
+    outcome: &'static str,
+    detail: serde_json::Value,
+) -> AuditEntry {
+    AuditEntry {
+        actor_id: actor.and_then(Principal::user_id),
+        actor_role: actor.map_or("anonymous", Principal::role_name).to_owned(),
+        action: action.to_owned(),
+        target,
+        outcome,
+        ip: client_ip(req).map(|ip| ip.to_string()),
+        request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+        detail,
+    }
+}
+
+/// Records an action before going on, for the one that must be in the log
+/// before what follows it: an erasure, which then scrubs the entry too.
+pub async fn audit_now(
+    state: &AppState,
+    req: &Request,
+    actor: Option<&Principal>,
+    action: &str,
+    target: Option<String>,
+) -> Result<(), ApiError> {
+    let entry = audit_entry(req, actor, action, target, "success", serde_json::json!({}));
+    Ok(state.storage.audit(&entry).await?)
+}
+
 /// Records an action in the audit log without holding up the answer; a
 /// failure to record is logged with the whole entry, so nothing is lost
 /// silently.
@@ -236,16 +276,7 @@ pub fn audit(
     outcome: &'static str,
     detail: serde_json::Value,
 ) {
-    let entry = AuditEntry {
-        actor_id: actor.and_then(Principal::user_id),
-        actor_role: actor.map_or("anonymous", Principal::role_name).to_owned(),
-        action: action.to_owned(),
-        target,
-        outcome,
-        ip: client_ip(req).map(|ip| ip.to_string()),
-        request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
-        detail,
-    };
+    let entry = audit_entry(req, actor, action, target, outcome, detail);
     let storage = state.storage.clone();
     tokio::spawn(async move {
         if let Err(err) = storage.audit(&entry).await {
@@ -259,7 +290,28 @@ pub fn audit(
 pub struct AuthState {
     pub gatekeeper: Gatekeeper,
     pub hasher: marquee_auth::password::PasswordHasher,
-    pub settings: crate::settings::AuthSettings,
+    pub settings: AuthSettings,
     pub mailer: marquee_notify::Mailer,
     pub lockout: marquee_ratelimit::Lockout,
+    /// Credential checks per account (`auth.account_attempts`).
+    pub attempts: marquee_ratelimit::RateLimiter,
+}
+
+impl AuthState {
+    /// Admits one password or code check for `key`, or says how long to
+    /// wait: the account is locked after repeated failures, or too many
+    /// checks are already under way.
+    pub async fn admit_attempt(&self, key: &str) -> Result<(), std::time::Duration> {
+        if let Some(wait) = self.lockout.check(key).await {
+            return Err(wait);
+        }
+        let limit = marquee_ratelimit::Limit {
+            per_second: f64::from(self.settings.account_attempts.per_minute) / 60.0,
+            burst: self.settings.account_attempts.burst,
+        };
+        match self.attempts.acquire(&limit, key).await {
+            marquee_ratelimit::Decision::Allowed => Ok(()),
+            marquee_ratelimit::Decision::Limited { retry_after } => Err(retry_after),
+        }
+    }
 }

@@ -182,7 +182,12 @@ async fn serve<E: Endpoint>(inner: &E, edge: &Edge, mut req: Request) -> Respons
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let principal = edge.auth.gatekeeper.authenticate(authorization, now);
+    // Routes that take credentials ignore a stale bearer token: a client
+    // whose access token expired must still be able to refresh or sign in.
+    let principal = match edge.auth.gatekeeper.authenticate(authorization, now) {
+        Err(_) if credential_route(req.method(), req.uri().path()) => Ok(None),
+        principal => principal,
+    };
     let limited = if is_operational(&path) {
         None
     } else {

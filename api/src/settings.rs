@@ -178,9 +178,17 @@ pub struct PaymentsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
-    /// Signs access tokens and derives account booking keys; generated
-    /// into `var/secrets.yaml` by `scripts/cluster`.
+    /// Signs access tokens; generated into `var/secrets.yaml` by
+    /// `scripts/cluster`.
     pub signing_secret: SecretString,
+    /// Secrets that signed access tokens before the last rotation; tokens
+    /// they signed verify until they lapse. Drop one after
+    /// `access_ttl_seconds`.
+    #[serde(default)]
+    pub previous_signing_secrets: Vec<SecretString>,
+    /// Derives the booking key of each account's holds and orders. It never
+    /// rotates: a new one would orphan every signed-in customer's bookings.
+    pub owner_secret: SecretString,
     /// Lifetime of an access token, and so the longest a revoked session
     /// can still act.
     pub access_ttl_seconds: u64,
@@ -191,6 +199,10 @@ pub struct AuthSettings {
     /// Password hashes computed at once; each takes `hashing.memory_kib`.
     pub max_concurrent_hashes: usize,
     pub lockout: LockoutConfig,
+    /// Password and code checks per account, whatever the address: caps
+    /// guesses sent in parallel, which all pass the lockout before any of
+    /// them has failed.
+    pub account_attempts: AttemptLimit,
     /// Per client address, on the routes that take credentials.
     pub credential_rate_limit: RateLimitSettings,
     /// Per signed-in user, on every route.
@@ -214,6 +226,14 @@ impl AuthSettings {
     pub fn reset_ttl(&self) -> Duration {
         Duration::from_secs(self.reset_ttl_minutes * 60)
     }
+}
+
+/// A token bucket counted per minute, for limits slower than one a second.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptLimit {
+    pub per_minute: u32,
+    pub burst: u32,
 }
 
 /// Sign-in lockout: after `free_attempts` failures for one address within
@@ -325,10 +345,16 @@ impl Settings {
                     .to_owned(),
             );
         }
-        if self.auth.signing_secret.expose_secret().len() < MIN_ADMIN_TOKEN_LEN {
-            problems.push(format!(
-                "auth.signing_secret must be at least {MIN_ADMIN_TOKEN_LEN} characters (set MARQUEE__AUTH__SIGNING_SECRET; `make cluster` generates one in var/secrets.yaml)"
-            ));
+        for (key, secret) in [
+            ("signing_secret", &self.auth.signing_secret),
+            ("owner_secret", &self.auth.owner_secret),
+        ] {
+            if secret.expose_secret().len() < MIN_ADMIN_TOKEN_LEN {
+                problems.push(format!(
+                    "auth.{key} must be at least {MIN_ADMIN_TOKEN_LEN} characters (set MARQUEE__AUTH__{}; `make cluster` generates one in var/secrets.yaml)",
+                    key.to_uppercase()
+                ));
+            }
         }
         if self.auth.access_ttl_seconds == 0 || self.auth.max_concurrent_hashes == 0 {
             problems.push(

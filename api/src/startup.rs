@@ -146,6 +146,11 @@ fn auth_state(
     redis: Option<ConnectionManager>,
 ) -> Result<AuthState, StartupError> {
     let auth = &settings.auth;
+    let attempts = RateLimiter::new(
+        redis.clone(),
+        format!("{}attempts", settings.redis.key_prefix),
+        LimiterSettings::default(),
+    );
     let lockout = marquee_ratelimit::Lockout::new(
         redis,
         format!("{}lockout", settings.redis.key_prefix),
@@ -158,11 +163,12 @@ fn auth_state(
         },
     );
     Ok(AuthState {
-        gatekeeper: Gatekeeper::new(&auth.signing_secret, settings.admin.token.clone())?,
+        gatekeeper: Gatekeeper::new(auth, settings.admin.token.clone())?,
         hasher: PasswordHasher::new(auth.hashing.clone(), auth.max_concurrent_hashes)?,
         settings: auth.clone(),
         mailer: marquee_notify::Mailer::new(&settings.mail)?,
         lockout,
+        attempts,
     })
 }
 
@@ -319,9 +325,17 @@ impl Application {
             )
             .nest("/", service)
             .data(Arc::clone(&state))
-            .data(BodyLimit(http.max_body_bytes))
-            .with(cors(&http.cors_origins));
-        let endpoint = edge::wrap(app.into_endpoint(), edge).boxed();
+            .data(BodyLimit(http.max_body_bytes));
+        // CORS sits outside the gateway, so the gateway's own answers (401,
+        // 413, 429) reach a browser app too; with no origins configured
+        // there is no CORS layer at all, and browsers refuse every
+        // cross-origin read.
+        let wrapped = edge::wrap(app.into_endpoint(), edge);
+        let endpoint = if http.cors_origins.is_empty() {
+            wrapped.boxed()
+        } else {
+            wrapped.with(cors(&http.cors_origins)).boxed()
+        };
         let sweeper = sweeper::spawn(Arc::clone(&state));
 
         Ok(Self {

@@ -185,20 +185,37 @@ impl AccessSigner {
         Ok(Self { keys: built })
     }
 
-    /// Creates a signer with a single key, kid `k1`, derived from a configured
-    /// secret by SHA-256.
+    /// Creates a signer with a single key derived from a configured secret
+    /// by SHA-256 (see [`AccessSigner::from_secrets`]).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidSigningKeys`] when the secret is shorter than 32 bytes.
     pub fn from_secret(secret: &str) -> Result<Self, Error> {
-        if secret.len() < MIN_KEY_LEN {
-            return Err(Error::InvalidSigningKeys(
-                "the secret must be at least 32 bytes",
-            ));
+        Self::from_secrets(secret, &[])
+    }
+
+    /// A signer for `current`, which also verifies tokens signed with any of
+    /// `previous`: rotating the secret moves the old one to `previous` until
+    /// its tokens have lapsed. Each key's id is derived from its secret, so
+    /// every instance names the same key the same way.
+    pub fn from_secrets(current: &str, previous: &[&str]) -> Result<Self, Error> {
+        let mut keys = Vec::with_capacity(1 + previous.len());
+        for secret in std::iter::once(current).chain(previous.iter().copied()) {
+            if secret.len() < MIN_KEY_LEN {
+                return Err(Error::InvalidSigningKeys(
+                    "the secret must be at least 32 bytes",
+                ));
+            }
+            let key = digest::digest(&digest::SHA256, secret.as_bytes());
+            let id = digest::digest(&digest::SHA256, key.as_ref());
+            let kid: String = id.as_ref()[..4]
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            keys.push((format!("k{kid}"), key.as_ref().to_vec()));
         }
-        let key = digest::digest(&digest::SHA256, secret.as_bytes());
-        Self::new(vec![("k1".to_owned(), key.as_ref().to_vec())])
+        Self::new(keys)
     }
 
     /// Signs `claims` with the first key.
@@ -270,6 +287,26 @@ impl AccessSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_signed_before_a_rotation_still_verifies_and_a_dropped_secret_does_not() {
+        let old_secret = "an old secret that is long enough to sign with";
+        let new_secret = "a new secret that is also long enough to sign";
+        let token = AccessSigner::from_secret(old_secret)
+            .expect("signer")
+            .sign(&claims());
+        let rotated = AccessSigner::from_secrets(new_secret, &[old_secret]).expect("signer");
+        assert_eq!(rotated.verify(&token, NOW), Ok(claims()));
+        let fresh = rotated.sign(&claims());
+        assert_eq!(
+            AccessSigner::from_secret(new_secret)
+                .expect("signer")
+                .verify(&fresh, NOW),
+            Ok(claims())
+        );
+        let dropped = AccessSigner::from_secret(new_secret).expect("signer");
+        assert_eq!(dropped.verify(&token, NOW), Err(TokenError::UnknownKey));
+    }
 
     const NOW: i64 = 1_750_000_000;
 
@@ -398,9 +435,11 @@ mod tests {
         let other =
             AccessSigner::from_secret("another configured secret, also long").expect("long secret");
         let token = signer.sign(&claims());
-        assert!(token.starts_with("mqa1.k1."));
+        assert!(token.starts_with("mqa1.k"));
         assert_eq!(signer.verify(&token, NOW), Ok(claims()));
-        assert_eq!(other.verify(&token, NOW), Err(TokenError::BadSignature));
+        // Key ids come from the secrets, so another secret's signer does not
+        // even know the key.
+        assert_eq!(other.verify(&token, NOW), Err(TokenError::UnknownKey));
     }
 
     #[test]

@@ -350,6 +350,62 @@ impl Storage {
         Ok(())
     }
 
+    /// What a one-time secret would allow, without spending it: callers
+    /// check what can still fail first, so a refused request leaves the
+    /// link usable.
+    pub async fn peek_user_token(
+        &self,
+        id: Uuid,
+        secret_hash: &[u8],
+        purposes: &[TokenPurpose],
+    ) -> Result<Option<UsedToken>, Error> {
+        let server = self.scoped_primary(id)?;
+        let Some(row) = server
+            .get()
+            .await?
+            .query_opt(
+                "select user_id, purpose, secret_hash, new_email from user_tokens \
+                 where id = $1 and used_at is null and expires_at > now()",
+                &[&id],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+        else {
+            return Ok(None);
+        };
+        let stored: Vec<u8> = row.get(2);
+        let purpose = TokenPurpose::parse(row.get(1)).filter(|p| purposes.contains(p));
+        Ok(purpose
+            .filter(|_| same_hash(&stored, secret_hash))
+            .map(|purpose| UsedToken {
+                user_id: row.get(0),
+                purpose,
+                new_email: row.get(3),
+            }))
+    }
+
+    /// Voids every unspent one-time secret of `user` for `purposes`: after
+    /// a password or address change, links mailed before it must not work.
+    pub async fn void_user_tokens(
+        &self,
+        user: Uuid,
+        purposes: &[TokenPurpose],
+    ) -> Result<(), Error> {
+        let server = self.user_primary(user)?;
+        let names: Vec<&str> = purposes.iter().map(|p| p.as_str()).collect();
+        server
+            .get()
+            .await?
+            .execute(
+                "update user_tokens set used_at = now() \
+                 where user_id = $1 and used_at is null and purpose = any($2)",
+                &[&user, &names],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        Ok(())
+    }
+
     /// Spends a one-time secret: it must exist, be unexpired, unused, of
     /// one of `purposes`, and match. Spent at most once even when presented
     /// twice at the same moment.
@@ -552,6 +608,19 @@ impl Storage {
         if let Some(email) = account.email.as_deref() {
             self.release_email(email, user).await?;
         }
+        // The audit log keeps what happened to the account, but no longer
+        // where from.
+        let catalog = self.cluster().catalog();
+        let subject = user.to_string();
+        catalog
+            .get()
+            .await?
+            .execute(
+                "update audit_log set ip = null where actor_id = $1 or target = $2",
+                &[&user, &subject],
+            )
+            .await
+            .map_err(|err| rejected(catalog, err))?;
         Ok(())
     }
 

@@ -33,6 +33,8 @@ pub struct AuditRecord {
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub actor_id: Option<Uuid>,
+    /// Entries by or about this user: as the actor or as the target.
+    pub subject: Option<Uuid>,
     pub action: Option<String>,
     /// Entries older than this id (the previous page's last).
     pub before: Option<Uuid>,
@@ -74,8 +76,15 @@ impl Storage {
                 "select id, at, actor_id, actor_role, action, target, outcome, ip, request_id, detail \
                  from audit_log where ($1::uuid is null or actor_id = $1) \
                  and ($2::text is null or action = $2) and ($3::uuid is null or id < $3) \
+                 and ($5::uuid is null or actor_id = $5 or target = $5::text) \
                  order by id desc limit $4",
-                &[&filter.actor_id, &filter.action, &filter.before, &filter.limit],
+                &[
+                    &filter.actor_id,
+                    &filter.action,
+                    &filter.before,
+                    &filter.limit,
+                    &filter.subject,
+                ],
             )
             .await
             .map_err(|err| rejected(catalog, err))?;

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::bookings::Order;
 use super::ApiTags;
-use crate::auth::{audit, client_ip, AdminOnly, Principal, SignedIn, Staff};
+use crate::auth::{audit, audit_now, client_ip, AdminOnly, Principal, SignedIn, Staff};
 use crate::body::{JsonBody, Validate};
 use crate::problem::{ApiError, FieldError};
 use crate::state::AppState;
@@ -591,8 +591,8 @@ fn wrong_credentials() -> ApiError {
 
 fn locked(wait: std::time::Duration) -> ApiError {
     ApiError::too_many_requests(
-        "too many failed sign-ins for this address; wait before trying again",
-        wait.as_secs().max(1),
+        "too many failed or simultaneous sign-ins for this account; wait before trying again",
+        wait.as_secs_f64().ceil().max(1.0) as u64,
     )
 }
 
@@ -605,13 +605,6 @@ fn token_invalid() -> ApiError {
     ApiError::unprocessable(
         "the link is invalid, used or expired; ask for a new one",
         vec![FieldError::new("token", "invalid, used or expired")],
-    )
-}
-
-fn wrong_password() -> ApiError {
-    ApiError::unprocessable(
-        "the password is wrong",
-        vec![FieldError::new("password", "wrong password")],
     )
 }
 
@@ -645,6 +638,10 @@ impl AppState {
                 "choose a new password for your Marquee account",
             ),
         };
+        // Only the newest link of a kind works.
+        self.storage
+            .void_user_tokens(account.id, &[purpose])
+            .await?;
         let (token, stored) = opaque::generate(ids::scoped(account.id)).map_err(internal)?;
         self.storage
             .create_user_token(
@@ -697,11 +694,16 @@ impl AppState {
             .ok_or_else(|| ApiError::unauthorized("this account no longer exists"))
     }
 
-    async fn check_own_password(&self, account: &Account, password: &str) -> Result<(), ApiError> {
+    /// Checks the password a signed-in user confirms an action with; a
+    /// wrong one is a 422 naming `field`.
+    async fn check_own_password(
+        &self,
+        account: &Account,
+        password: &str,
+        field: &str,
+    ) -> Result<(), ApiError> {
         let key = format!("user:{}", account.id);
-        if let Some(wait) = self.auth.lockout.check(&key).await {
-            return Err(locked(wait));
-        }
+        self.auth.admit_attempt(&key).await.map_err(locked)?;
         let ok = self
             .auth
             .hasher
@@ -713,7 +715,10 @@ impl AppState {
             Ok(())
         } else {
             self.auth.lockout.failed(&key).await;
-            Err(wrong_password())
+            Err(ApiError::unprocessable(
+                format!("the {} is wrong", field.replace('_', " ")),
+                vec![FieldError::new(field, "wrong password")],
+            ))
         }
     }
 
@@ -948,25 +953,37 @@ impl AccountsApi {
         body: JsonBody<TokenBody>,
     ) -> Result<Done, ApiError> {
         let (id, hash) = opaque::parse(&body.0.token).ok_or_else(token_invalid)?;
-        let used = state
+        let purposes = [TokenPurpose::VerifyEmail, TokenPurpose::ChangeEmail];
+        // Both changes can be made twice without harm, so they come first
+        // and the link is spent after: a change refused for now (another
+        // account took the address, a rebalance is running) leaves it
+        // usable.
+        let token = state
             .storage
-            .use_user_token(
-                id,
-                &hash,
-                &[TokenPurpose::VerifyEmail, TokenPurpose::ChangeEmail],
-            )
+            .peek_user_token(id, &hash, &purposes)
             .await?
             .ok_or_else(token_invalid)?;
-        match (used.purpose, used.new_email) {
+        match (token.purpose, token.new_email) {
             (TokenPurpose::ChangeEmail, Some(new_email)) => {
-                state.storage.change_email(used.user_id, &new_email).await?;
-                account_event(&state, req, None, "account.email_changed", used.user_id);
+                state
+                    .storage
+                    .change_email(token.user_id, &new_email)
+                    .await?;
+                state
+                    .storage
+                    .void_user_tokens(
+                        token.user_id,
+                        &[TokenPurpose::ChangeEmail, TokenPurpose::ResetPassword],
+                    )
+                    .await?;
+                account_event(&state, req, None, "account.email_changed", token.user_id);
             }
             _ => {
-                state.storage.mark_email_verified(used.user_id).await?;
-                account_event(&state, req, None, "account.email_verified", used.user_id);
+                state.storage.mark_email_verified(token.user_id).await?;
+                account_event(&state, req, None, "account.email_verified", token.user_id);
             }
         }
+        state.storage.use_user_token(id, &hash, &purposes).await?;
         Ok(Done::NoContent)
     }
 
@@ -987,7 +1004,7 @@ impl AccountsApi {
         let email = normalize_email(&body.email);
         let key = format!("email:{}", email_key(&email));
         let auth = &state.auth;
-        if let Some(wait) = auth.lockout.check(&key).await {
+        if let Err(wait) = auth.admit_attempt(&key).await {
             audit(
                 &state,
                 req,
@@ -995,7 +1012,7 @@ impl AccountsApi {
                 "auth.login",
                 None,
                 "denied",
-                serde_json::json!({"reason": "locked"}),
+                serde_json::json!({"reason": "locked or too many at once"}),
             );
             return Err(locked(wait));
         }
@@ -1197,14 +1214,17 @@ impl AccountsApi {
     ) -> Result<Done, ApiError> {
         let body = body.0;
         let (id, hash) = opaque::parse(&body.token).ok_or_else(token_invalid)?;
-        let used = state
+        let purposes = [TokenPurpose::ResetPassword];
+        // Everything that can refuse the request is checked before the link
+        // is spent, so a refused password leaves it usable.
+        let token = state
             .storage
-            .use_user_token(id, &hash, &[TokenPurpose::ResetPassword])
+            .peek_user_token(id, &hash, &purposes)
             .await?
             .ok_or_else(token_invalid)?;
         let account = state
             .storage
-            .account(used.user_id)
+            .account(token.user_id)
             .await?
             .filter(Account::is_active)
             .ok_or_else(token_invalid)?;
@@ -1227,9 +1247,21 @@ impl AccountsApi {
             .hash(&body.new_password)
             .await
             .map_err(internal)?;
+        state
+            .storage
+            .use_user_token(id, &hash, &purposes)
+            .await?
+            .ok_or_else(token_invalid)?;
         state.storage.set_password_hash(account.id, &hashed).await?;
         state.storage.mark_email_verified(account.id).await?;
         state.storage.revoke_sessions(account.id, None).await?;
+        state
+            .storage
+            .void_user_tokens(
+                account.id,
+                &[TokenPurpose::ChangeEmail, TokenPurpose::ResetPassword],
+            )
+            .await?;
         if let Some(email) = account.email.as_deref() {
             state
                 .auth
@@ -1285,7 +1317,9 @@ impl AccountsApi {
         body: JsonBody<EmailChangeBody>,
     ) -> Result<AcceptedResponse, ApiError> {
         let account = state.live_account(caller.0.user).await?;
-        state.check_own_password(&account, &body.0.password).await?;
+        state
+            .check_own_password(&account, &body.0.password, "password")
+            .await?;
         let new_email = normalize_email(&body.0.new_email);
         if account.email.as_deref() == Some(new_email.as_str()) {
             return Err(ApiError::unprocessable(
@@ -1328,14 +1362,8 @@ impl AccountsApi {
         let body = body.0;
         let account = state.live_account(caller.0.user).await?;
         state
-            .check_own_password(&account, &body.current_password)
-            .await
-            .map_err(|_| {
-                ApiError::unprocessable(
-                    "the current password is wrong",
-                    vec![FieldError::new("current_password", "wrong password")],
-                )
-            })?;
+            .check_own_password(&account, &body.current_password, "current_password")
+            .await?;
         let mut errors = Vec::new();
         check_password(
             "new_password",
@@ -1359,6 +1387,13 @@ impl AccountsApi {
         state
             .storage
             .revoke_sessions(account.id, Some(caller.0.session))
+            .await?;
+        state
+            .storage
+            .void_user_tokens(
+                account.id,
+                &[TokenPurpose::ChangeEmail, TokenPurpose::ResetPassword],
+            )
             .await?;
         state.notify(&account, "Your password was changed", "The password of your Marquee account was changed, and your other devices were signed out.");
         account_event(
@@ -1385,20 +1420,23 @@ impl AccountsApi {
         body: JsonBody<PasswordBody>,
     ) -> Result<SignedOut, ApiError> {
         let account = state.live_account(caller.0.user).await?;
-        state.check_own_password(&account, &body.0.password).await?;
+        state
+            .check_own_password(&account, &body.0.password, "password")
+            .await?;
         state.notify(
             &account,
             "Your account was deleted",
             "Your Marquee account and its personal data were deleted.",
         );
-        state.storage.erase_account(account.id).await?;
-        account_event(
+        audit_now(
             &state,
             req,
             Some(&Principal::User(caller.0)),
             "account.deleted",
-            account.id,
-        );
+            Some(account.id.to_string()),
+        )
+        .await?;
+        state.storage.erase_account(account.id).await?;
         Ok(SignedOut::NoContent(refresh_cookie(&state, "", 0)))
     }
 
@@ -1415,7 +1453,7 @@ impl AccountsApi {
         let activity = state
             .storage
             .audit_log(&AuditFilter {
-                actor_id: Some(account.id),
+                subject: Some(account.id),
                 limit: 1000,
                 ..AuditFilter::default()
             })
@@ -1504,6 +1542,8 @@ impl AccountsApi {
     ///
     /// Returns a new secret for an authenticator app. It takes effect once
     /// a code from the app is confirmed; sign in again with a code then.
+    /// Replacing a second factor that is already on needs a session signed
+    /// in with it.
     #[oai(path = "/v1/me/totp", method = "post", tag = "ApiTags::Accounts")]
     async fn enrol_totp(
         &self,
@@ -1512,7 +1552,14 @@ impl AccountsApi {
         body: JsonBody<PasswordBody>,
     ) -> Result<Json<TotpEnrolment>, ApiError> {
         let account = state.live_account(caller.0.user).await?;
-        state.check_own_password(&account, &body.0.password).await?;
+        if account.totp_secret.is_some() && !caller.0.mfa {
+            return Err(ApiError::forbidden(
+                "two-factor sign-in is already on; replacing it needs a session signed in with a code",
+            ));
+        }
+        state
+            .check_own_password(&account, &body.0.password, "password")
+            .await?;
         let secret = totp::generate_secret().map_err(internal)?;
         state.storage.set_totp_pending(account.id, &secret).await?;
         Ok(Json(TotpEnrolment {
@@ -1551,10 +1598,16 @@ impl AccountsApi {
             },
         )?;
         state.storage.confirm_totp(account.id, step).await?;
+        // Sessions opened without the new factor end; this one stays so the
+        // user can sign in again with a code.
+        state
+            .storage
+            .revoke_sessions(account.id, Some(caller.0.session))
+            .await?;
         state.notify(
             &account,
             "Two-factor sign-in is on",
-            "Signing in to your Marquee account now needs a code from your authenticator app.",
+            "Signing in to your Marquee account now needs a code from your authenticator app, and your other devices were signed out.",
         );
         account_event(
             &state,
@@ -1679,6 +1732,7 @@ impl AccountsApi {
             .storage
             .audit_log(&AuditFilter {
                 actor_id: actor.0,
+                subject: None,
                 action: action.0,
                 before: before.0,
                 limit: limit.0,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use marquee::settings::Settings;
+use marquee::settings::{AttemptLimit, Settings};
 use marquee_auth::password::HashParams;
 use marquee_auth::totp;
 use serde_json::{json, Value};
@@ -27,6 +27,12 @@ pub async fn accounts_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp
             memory_kib: 1024,
             iterations: 1,
             parallelism: 1,
+        };
+        // Tests sign one account in many times a minute; the per-account
+        // cap has a test of its own.
+        settings.auth.account_attempts = AttemptLimit {
+            per_minute: 60_000,
+            burst: 1_000,
         };
         configure(settings);
     })
@@ -792,6 +798,23 @@ async fn deleting_an_account_erases_its_personal_data_and_keeps_its_orders_anony
     assert_eq!(export["bookings"][0]["order"]["id"], order["id"]);
     assert_eq!(export["sessions"].as_array().expect("sessions").len(), 1);
 
+    let mut activity = Value::Null;
+    for _ in 0..50 {
+        let export: Value = get(&app, "/v1/me/export", &bearer)
+            .await
+            .json()
+            .await
+            .expect("json");
+        activity = export["activity"].clone();
+        if activity.to_string().contains("account.email_verified") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        activity.to_string().contains("account.email_verified"),
+        "events about the account, not only by it: {activity}"
+    );
     let wrong = post(
         &app,
         "/v1/me/deletion",
@@ -827,6 +850,21 @@ async fn deleting_an_account_erases_its_personal_data_and_keeps_its_orders_anony
             .await
             .expect("read"),
         None
+    );
+    let trail = app
+        .state
+        .storage
+        .audit_log(&marquee_storage::audit::AuditFilter {
+            subject: Some(user),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert!(trail.iter().any(|r| r.entry.action == "account.deleted"));
+    assert!(
+        trail.iter().all(|r| r.entry.ip.is_none()),
+        "erasure scrubs addresses from the account's audit trail"
     );
     assert_problem(get(&app, "/v1/me", &bearer).await, 401).await;
     let login = post(
@@ -1070,6 +1108,15 @@ async fn staff_routes_need_the_right_role_and_a_two_factor_sign_in() {
         .contains("two-factor"));
 
     let secret = enrol_totp(&app, &without_code).await;
+    // The factor is on now: replacing it needs a session signed in with it.
+    let replace = post(
+        &app,
+        "/v1/me/totp",
+        Some(access(&without_code)),
+        json!({ "password": PASSWORD }),
+    )
+    .await;
+    assert_problem(replace, 403).await;
     let no_code = post(
         &app,
         "/v1/auth/sessions",
@@ -1397,4 +1444,156 @@ async fn rate_limits_hold_on_each_instance_while_redis_is_unreachable() {
     }
     assert_eq!(&statuses[..3], &[202, 202, 202], "{statuses:?}");
     assert!(statuses[3..].contains(&429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn guesses_sent_in_parallel_are_capped_per_account() {
+    let app = accounts_app_with(|settings| {
+        settings.auth.account_attempts = AttemptLimit {
+            per_minute: 6,
+            burst: 5,
+        };
+        settings.auth.credential_rate_limit.per_second = 10_000;
+        settings.auth.credential_rate_limit.burst = 10_000;
+    })
+    .await;
+    let (email, _) = signed_up(&app, "parallel").await;
+    let guesses = (0..20).map(|i| {
+        let body = json!({"email": email, "password": format!("guess number {i}")});
+        let app = &app;
+        async move {
+            post(app, "/v1/auth/sessions", None, body)
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(checked <= 5, "at most the burst is checked: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn links_mailed_before_a_password_change_stop_working() {
+    let app = accounts_app().await;
+    let (email, tokens) = signed_up(&app, "stale-links").await;
+    let bearer = access(&tokens).to_owned();
+    post(
+        &app,
+        "/v1/auth/password-resets",
+        None,
+        json!({ "email": email }),
+    )
+    .await;
+    let reset = token_in(&await_mail(&email, "Reset your password", 1).await);
+    let moved = unique_email("hijack");
+    post(
+        &app,
+        "/v1/me/email",
+        Some(&bearer),
+        json!({"new_email": moved, "password": PASSWORD}),
+    )
+    .await;
+    let change = token_in(&await_mail(&moved, "Confirm your new address", 1).await);
+
+    let changed = app
+        .client
+        .put(app.url("/v1/me/password"))
+        .bearer_auth(&bearer)
+        .json(&json!({"current_password": PASSWORD, "new_password": "a fresh passphrase here"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(changed.status().as_u16(), 204);
+    let late_reset = post(
+        &app,
+        "/v1/auth/password-resets/confirmation",
+        None,
+        json!({"token": reset, "new_password": "an attacker passphrase"}),
+    )
+    .await;
+    assert_problem(late_reset, 422).await;
+    let late_change = post(
+        &app,
+        "/v1/auth/email-verifications",
+        None,
+        json!({ "token": change }),
+    )
+    .await;
+    assert_problem(late_change, 422).await;
+    let me: Value = get(&app, "/v1/me", &bearer)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["email"], email);
+}
+
+#[tokio::test]
+async fn a_reset_refused_for_its_password_leaves_the_link_usable() {
+    let app = accounts_app().await;
+    let email = format!("walter.white.{}@example.com", Uuid::new_v4().simple());
+    let local = email.split('@').next().expect("local part").to_owned();
+    post(
+        &app,
+        "/v1/auth/registrations",
+        None,
+        json!({"email": email, "password": PASSWORD, "name": "W"}),
+    )
+    .await;
+    post(
+        &app,
+        "/v1/auth/password-resets",
+        None,
+        json!({ "email": email }),
+    )
+    .await;
+    let token = token_in(&await_mail(&email, "Reset your password", 1).await);
+    let same_as_address = post(
+        &app,
+        "/v1/auth/password-resets/confirmation",
+        None,
+        json!({"token": token, "new_password": local}),
+    )
+    .await;
+    assert_problem(same_as_address, 422).await;
+    let reset = post(
+        &app,
+        "/v1/auth/password-resets/confirmation",
+        None,
+        json!({"token": token, "new_password": "a perfectly fine passphrase"}),
+    )
+    .await;
+    assert_eq!(reset.status().as_u16(), 204);
+}
+
+#[tokio::test]
+async fn without_configured_origins_no_origin_may_read_answers() {
+    let app = spawn_app().await;
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/v1/auth/refresh"))
+        .header("origin", "https://anywhere.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("answer");
+    assert!(!preflight
+        .headers()
+        .contains_key("access-control-allow-origin"));
+    let read = app
+        .client
+        .get(app.url("/v1/movies"))
+        .header("origin", "https://anywhere.example.com")
+        .send()
+        .await
+        .expect("answer");
+    assert!(!read.headers().contains_key("access-control-allow-origin"));
+    assert!(!read
+        .headers()
+        .contains_key("access-control-allow-credentials"));
 }
