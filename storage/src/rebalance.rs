@@ -146,6 +146,26 @@ impl Storage {
         })
     }
 
+    /// How many theater, account and email index keys a rebalance to
+    /// `after` would pin where they are; the conflict a rebalance would be
+    /// refused with, if a drained node holds any.
+    pub async fn keys_to_pin(&self, after: &[NodeRecord]) -> Result<u64, Error> {
+        let target_map = ShardMap {
+            version: 0,
+            nodes: after.to_vec(),
+        };
+        let active_after = |node: &NodeId| {
+            target_map
+                .nodes
+                .iter()
+                .any(|record| record.name == node.as_str() && record.effective_weight() > 0)
+        };
+        let pins = self
+            .unmoved_keys(&target_map.placement(), &active_after)
+            .await?;
+        Ok(pins.len() as u64)
+    }
+
     /// Theaters, accounts and email index entries whose owner the new
     /// registry changes. They stay where their data is, pinned there at the
     /// switch. A node that leaves cannot keep them, so draining one that

@@ -142,6 +142,12 @@ struct Plan {
     transfers: Vec<Transfer>,
     movies_moving: u64,
     movies_total: u64,
+    /// Theaters, accounts and email index entries that would stay on their
+    /// node, pinned there, because a rebalance does not move them.
+    keys_pinned: u64,
+    /// Why executing this plan would be refused (409), if it would.
+    #[oai(skip_serializing_if_is_none)]
+    refused: Option<String>,
     /// The map as it would be after the change.
     nodes_after: Vec<PlannedNode>,
 }
@@ -203,6 +209,11 @@ impl ShardsApi {
         let request = body.0;
         let map = state.storage.shard_map().await?;
         let after = apply_changes(&state, &map.nodes, &request)?;
+        let (keys_pinned, refused) = match state.storage.keys_to_pin(&after).await {
+            Ok(pinned) => (pinned, None),
+            Err(marquee_storage::Error::Conflict(reason)) => (0, Some(reason)),
+            Err(err) => return Err(err.into()),
+        };
         let before_placement = map.placement();
         let after_map = marquee_storage::ShardMap {
             version: map.version,
@@ -210,10 +221,12 @@ impl ShardsApi {
         };
         let after_placement = after_map.placement();
         let ids = state.storage.movie_ids().await?;
-        let plan = tokio::task::spawn_blocking(move || {
+        let mut plan = tokio::task::spawn_blocking(move || {
             compute_plan(&before_placement, &after_map, &after_placement, &ids)
         })
         .await?;
+        plan.keys_pinned = keys_pinned;
+        plan.refused = refused;
         Ok(Json(plan))
     }
 }
@@ -321,6 +334,8 @@ fn compute_plan(
             .collect(),
         movies_moving: moving,
         movies_total: total,
+        keys_pinned: 0,
+        refused: None,
         nodes_after: after_map
             .nodes
             .iter()

@@ -368,6 +368,23 @@ async fn draining_a_node_that_holds_theaters_is_refused_and_changes_nothing() {
         .iter()
         .position(|record| record.name == node)
         .expect("the theater's node is in the map");
+    let plan: serde_json::Value = app
+        .client
+        .post(app.url("/v1/admin/shards/plan"))
+        .bearer_auth(app.admin_token())
+        .json(&json!({ "drain": [node] }))
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        plan["refused"]
+            .as_str()
+            .is_some_and(|why| why.contains("cannot be drained")),
+        "the dry run says so: {plan}"
+    );
     let mut after = before.nodes.clone();
     after[holder].state = "draining".to_owned();
     let refused = storage.rebalance(after).await;
