@@ -35,6 +35,8 @@ pub struct Settings {
     pub payments: PaymentsSettings,
     pub auth: AuthSettings,
     pub mail: marquee_notify::MailSettings,
+    #[serde(default)]
+    pub relay: marquee_relay::Settings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

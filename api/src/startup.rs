@@ -63,6 +63,8 @@ pub enum StartupError {
     Mail(#[from] marquee_notify::Error),
     #[error("accounts could not start: {0}")]
     Auth(#[from] marquee_auth::Error),
+    #[error("the outbox relay could not start: {0}")]
+    Relay(#[from] marquee_relay::Error),
     #[error("index build task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -214,6 +216,7 @@ pub struct Application {
     state: Arc<AppState>,
     refresher: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    relay: tokio::task::JoinHandle<()>,
     /// The in-process sandbox gateway, when no real one is configured; it
     /// stops when the application is dropped.
     _gateway: Option<RunningGateway>,
@@ -337,6 +340,13 @@ impl Application {
             wrapped.with(cors(&http.cors_origins)).boxed()
         };
         let sweeper = sweeper::spawn(Arc::clone(&state));
+        let relay = Arc::new(marquee_relay::Relay::new(
+            state.storage.clone(),
+            &settings.broker.bootstrap_servers,
+            settings.relay.clone(),
+            state.metrics.registry(),
+        )?)
+        .spawn();
 
         Ok(Self {
             addr: bound,
@@ -346,6 +356,7 @@ impl Application {
             state,
             refresher,
             sweeper,
+            relay,
             _gateway: gateway,
         })
     }
@@ -370,6 +381,7 @@ impl Application {
             .await;
         self.refresher.abort();
         self.sweeper.abort();
+        self.relay.abort();
         served
     }
 }

@@ -14,6 +14,7 @@ mod moves;
 mod movies;
 mod openapi;
 mod problems;
+mod relay;
 mod search;
 mod shards;
 mod shutdown;

@@ -1,0 +1,281 @@
+//! The outbox relay: every change is recorded as an event in its shard's
+//! outbox in the transaction that makes it; the relay publishes those
+//! events to the broker, keyed by aggregate id, and marks them published.
+//!
+//! - One relay per shard is active across all instances: it holds the
+//!   shard's `relay_lease` row and renews it while it works; another
+//!   instance takes over once it lapses.
+//! - Delivery is at least once: events are marked published only after
+//!   the broker acknowledged them, so a crash or a broker outage leaves
+//!   them in the outbox to be sent again. Consumers skip what they applied
+//!   by `(node, seq)`.
+//! - Order per key: a shard's events go out in sequence order through an
+//!   idempotent producer, so an aggregate's events reach its partition in
+//!   the order they were committed.
+//! - A broker that restarts without its data (the local broker keeps
+//!   topics in memory) is noticed when an acknowledged offset goes
+//!   backwards: the retained window of published events is queued again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use marquee_storage::outbox::Outgoing;
+use marquee_storage::Storage;
+use prometheus::{IntCounterVec, Opts, Registry};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// How the relay runs; every key has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Pause between rounds when the outbox is empty.
+    pub poll_ms: u64,
+    /// Events published per shard and round.
+    pub batch: i64,
+    /// How long a relay's hold on a shard lasts without renewal.
+    pub lease_seconds: u64,
+    /// How long published events stay in the outbox, to be sent again if
+    /// the broker loses them.
+    pub retention_hours: u64,
+    /// How long the broker may take to acknowledge an event.
+    pub delivery_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            poll_ms: 200,
+            batch: 500,
+            lease_seconds: 10,
+            retention_hours: 24,
+            delivery_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Storage(#[from] marquee_storage::Error),
+    #[error("the broker refused or did not acknowledge an event: {0}")]
+    Broker(#[from] KafkaError),
+    #[error("relay metrics could not be registered: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The topic an aggregate's events go to.
+pub fn topic_of(aggregate: &str) -> &'static str {
+    match aggregate {
+        "movie" | "showtime" | "theater" | "screen" => "marquee.catalog",
+        "seats" | "hold" => "marquee.inventory",
+        "payment" => "marquee.payments",
+        "user" | "account" => "marquee.accounts",
+        _ => "marquee.orders",
+    }
+}
+
+/// What consumers receive: the event and where it came from, so that
+/// `(node, seq)` identifies it across redeliveries.
+fn message(node: &str, event: &Outgoing) -> String {
+    serde_json::json!({
+        "node": node,
+        "seq": event.seq,
+        "aggregate": event.aggregate,
+        "aggregate_id": event.aggregate_id,
+        "event": event.event,
+        "payload": event.payload,
+        "created_at": event.created_at,
+    })
+    .to_string()
+}
+
+pub struct Relay {
+    storage: Storage,
+    producer: FutureProducer,
+    settings: Settings,
+    holder: Uuid,
+    published: IntCounterVec,
+    /// The highest offset acknowledged per topic and partition; one going
+    /// backwards means the broker lost what it had.
+    offsets: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("holder", &self.holder)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// A relay for this instance, registering its metrics in `registry`.
+    pub fn new(
+        storage: Storage,
+        bootstrap_servers: &str,
+        settings: Settings,
+        registry: &Registry,
+    ) -> Result<Self, Error> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                settings.delivery_timeout_ms.to_string(),
+            )
+            .create()?;
+        let published = IntCounterVec::new(
+            Opts::new(
+                "marquee_outbox_published_total",
+                "Outbox events the broker acknowledged, by shard node",
+            ),
+            &["node"],
+        )?;
+        registry.register(Box::new(published.clone()))?;
+        Ok(Self {
+            storage,
+            producer,
+            settings,
+            holder: Uuid::new_v4(),
+            published,
+            offsets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Relays until the task is aborted. A failed round (a shard or the
+    /// broker unreachable) is logged and retried; its events stay in the
+    /// outbox.
+    pub fn spawn(self: std::sync::Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut rounds: u64 = 0;
+            loop {
+                let sent = match self.run_once().await {
+                    Ok(sent) => sent,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "outbox relay round failed; retrying");
+                        0
+                    }
+                };
+                rounds += 1;
+                // Pruning is cheap but needs no hurry: about once a minute.
+                if rounds.is_multiple_of(300) {
+                    self.prune().await;
+                }
+                if sent == 0 {
+                    tokio::time::sleep(Duration::from_millis(self.settings.poll_ms)).await;
+                }
+            }
+        })
+    }
+
+    /// One round: publishes a batch from every shard this relay holds the
+    /// lease of; how many events the broker acknowledged.
+    pub async fn run_once(&self) -> Result<usize, Error> {
+        let lease = Duration::from_secs(self.settings.lease_seconds);
+        let mut sent = 0;
+        for shard in self.storage.cluster().shards() {
+            if !self
+                .storage
+                .hold_relay_lease(shard, self.holder, lease)
+                .await?
+            {
+                continue;
+            }
+            let events = self.storage.unpublished(shard, self.settings.batch).await?;
+            if events.is_empty() {
+                continue;
+            }
+            let node = shard.id().to_string();
+            // Polled together, in sequence order: each is queued on its first
+            // poll, so the producer sends them in that order.
+            let deliveries = events.iter().map(|event| {
+                let payload = message(&node, event);
+                let key = event.aggregate_id.to_string();
+                let topic = topic_of(&event.aggregate);
+                async move {
+                    let record = FutureRecord::to(topic).key(&key).payload(&payload);
+                    self.producer
+                        .send(
+                            record,
+                            Duration::from_millis(self.settings.delivery_timeout_ms),
+                        )
+                        .await
+                        .map(|delivery| (topic, delivery.partition, delivery.offset))
+                        .map_err(|(err, _)| err)
+                }
+            });
+            let mut acknowledged = Vec::with_capacity(events.len());
+            let mut failure = None;
+            for (event, outcome) in events
+                .iter()
+                .zip(futures::future::join_all(deliveries).await)
+            {
+                match outcome {
+                    Ok((topic, partition, offset)) => {
+                        self.observe_offset(topic, partition, offset).await?;
+                        acknowledged.push(event.seq);
+                    }
+                    Err(err) => {
+                        failure.get_or_insert(err);
+                    }
+                }
+            }
+            self.storage.mark_published(shard, &acknowledged).await?;
+            self.published
+                .with_label_values(&[node.as_str()])
+                .inc_by(acknowledged.len() as u64);
+            sent += acknowledged.len();
+            if let Some(err) = failure {
+                return Err(err.into());
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Notices a broker that lost its data, and queues the retained window
+    /// again on every shard.
+    async fn observe_offset(&self, topic: &str, partition: i32, offset: i64) -> Result<(), Error> {
+        let regressed = {
+            let mut offsets = self
+                .offsets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let highest = offsets
+                .entry((topic.to_owned(), partition))
+                .or_insert(offset);
+            let regressed = offset < *highest;
+            if regressed {
+                offsets.clear();
+                offsets.insert((topic.to_owned(), partition), offset);
+            } else {
+                *highest = offset;
+            }
+            regressed
+        };
+        if regressed {
+            let window = Duration::from_secs(self.settings.retention_hours * 3600);
+            for shard in self.storage.cluster().shards() {
+                let queued = self.storage.republish_window(shard, window).await?;
+                tracing::warn!(node = %shard.id(), queued, "the broker lost published events; sending the retained window again");
+            }
+        }
+        Ok(())
+    }
+
+    async fn prune(&self) {
+        let retention = Duration::from_secs(self.settings.retention_hours * 3600);
+        for shard in self.storage.cluster().shards() {
+            if let Err(err) = self.storage.prune_published(shard, retention).await {
+                tracing::warn!(node = %shard.id(), error = %err, "could not prune the outbox");
+            }
+        }
+    }
+}
