@@ -113,21 +113,7 @@ async fn events_wait_in_the_outbox_while_the_broker_is_unreachable_and_go_out_af
     let storage = schema.storage();
     storage.migrate().await.expect("migrations apply");
     storage.load_placement().await.expect("placement");
-    let movie = marquee_storage::movies::NewMovie {
-        id: Uuid::now_v7(),
-        title: "Outage".to_owned(),
-        genres: vec!["drama".to_owned()],
-        director: None,
-        synopsis: None,
-        cast: Vec::new(),
-        runtime_minutes: None,
-        certificate: None,
-        release_date: None,
-        poster_url: None,
-        imdb_rating: None,
-        imdb_votes: None,
-        demo_generated: false,
-    };
+    let movie = crate::shards::new_movie("Outage");
     storage.create_movie(&movie).await.expect("movie");
     let node = storage.movie_node(movie.id).expect("routed");
     let shard = storage.cluster().shard(&node).expect("shard");

@@ -234,21 +234,7 @@ async fn a_joining_node_takes_its_share_when_a_rebalance_adds_it() {
     small.load_placement().await.expect("placement");
     let mut ids = Vec::new();
     for index in 0..30 {
-        let movie = marquee_storage::movies::NewMovie {
-            id: uuid::Uuid::now_v7(),
-            title: format!("Growth {index}"),
-            genres: vec!["drama".to_owned()],
-            director: None,
-            synopsis: None,
-            cast: Vec::new(),
-            runtime_minutes: None,
-            certificate: None,
-            release_date: None,
-            poster_url: None,
-            imdb_rating: None,
-            imdb_votes: None,
-            demo_generated: false,
-        };
+        let movie = new_movie(&format!("Growth {index}"));
         ids.push(small.create_movie(&movie).await.expect("created").id);
     }
     // Theaters and accounts stay where they are; the ones the new node
@@ -328,6 +314,25 @@ async fn a_joining_node_takes_its_share_when_a_rebalance_adds_it() {
             Some(id),
             "{email}"
         );
+    }
+}
+
+/// A movie with a title and nothing else, for tests below the API.
+pub fn new_movie(title: &str) -> marquee_storage::movies::NewMovie {
+    marquee_storage::movies::NewMovie {
+        id: uuid::Uuid::now_v7(),
+        title: title.to_owned(),
+        genres: vec!["drama".to_owned()],
+        director: None,
+        synopsis: None,
+        cast: Vec::new(),
+        runtime_minutes: None,
+        certificate: None,
+        release_date: None,
+        poster_url: None,
+        imdb_rating: None,
+        imdb_votes: None,
+        demo_generated: false,
     }
 }
 
