@@ -50,7 +50,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             poll_ms: 200,
-            batch: 500,
+            batch: 2000,
             lease_seconds: 10,
             retention_hours: 24,
             delivery_timeout_ms: 10_000,
