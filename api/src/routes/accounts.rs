@@ -722,6 +722,29 @@ impl AppState {
         }
     }
 
+    /// The hash of a new password, once the policy allows it for this
+    /// account.
+    async fn hash_new_password(
+        &self,
+        account: &Account,
+        password: &str,
+    ) -> Result<String, ApiError> {
+        let mut errors = Vec::new();
+        check_password(
+            "new_password",
+            password,
+            account.email.as_deref().unwrap_or_default(),
+            &mut errors,
+        );
+        if !errors.is_empty() {
+            return Err(ApiError::unprocessable(
+                "the new password is not allowed",
+                errors,
+            ));
+        }
+        self.auth.hasher.hash(password).await.map_err(internal)
+    }
+
     /// Opens a session and signs its first tokens.
     async fn open_session(
         &self,
@@ -1228,25 +1251,9 @@ impl AccountsApi {
             .await?
             .filter(Account::is_active)
             .ok_or_else(token_invalid)?;
-        let mut errors = Vec::new();
-        check_password(
-            "new_password",
-            &body.new_password,
-            account.email.as_deref().unwrap_or_default(),
-            &mut errors,
-        );
-        if !errors.is_empty() {
-            return Err(ApiError::unprocessable(
-                "the new password is not allowed",
-                errors,
-            ));
-        }
         let hashed = state
-            .auth
-            .hasher
-            .hash(&body.new_password)
-            .await
-            .map_err(internal)?;
+            .hash_new_password(&account, &body.new_password)
+            .await?;
         state
             .storage
             .use_user_token(id, &hash, &purposes)
@@ -1364,25 +1371,9 @@ impl AccountsApi {
         state
             .check_own_password(&account, &body.current_password, "current_password")
             .await?;
-        let mut errors = Vec::new();
-        check_password(
-            "new_password",
-            &body.new_password,
-            account.email.as_deref().unwrap_or_default(),
-            &mut errors,
-        );
-        if !errors.is_empty() {
-            return Err(ApiError::unprocessable(
-                "the new password is not allowed",
-                errors,
-            ));
-        }
         let hashed = state
-            .auth
-            .hasher
-            .hash(&body.new_password)
-            .await
-            .map_err(internal)?;
+            .hash_new_password(&account, &body.new_password)
+            .await?;
         state.storage.set_password_hash(account.id, &hashed).await?;
         state
             .storage

@@ -1333,6 +1333,17 @@ async fn a_signed_in_user_past_their_burst_is_limited_and_told_when_to_retry() {
     );
 }
 
+/// Sends `count` reset requests for fresh addresses; their statuses.
+async fn reset_requests(app: &TestApp, count: usize, label: &str) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..count {
+        let body = json!({"email": unique_email(label)});
+        let response = post(app, "/v1/auth/password-resets", None, body).await;
+        statuses.push(response.status().as_u16());
+    }
+    statuses
+}
+
 #[tokio::test]
 async fn credential_routes_have_a_tighter_limit_per_address() {
     let app = spawn_app_with(|settings| {
@@ -1340,17 +1351,7 @@ async fn credential_routes_have_a_tighter_limit_per_address() {
         settings.auth.credential_rate_limit.burst = 5;
     })
     .await;
-    let mut statuses = Vec::new();
-    for _ in 0..10 {
-        let response = post(
-            &app,
-            "/v1/auth/password-resets",
-            None,
-            json!({"email": unique_email("flood")}),
-        )
-        .await;
-        statuses.push(response.status().as_u16());
-    }
+    let statuses = reset_requests(&app, 10, "flood").await;
     assert!(
         statuses.iter().filter(|s| **s == 202).count() <= 6,
         "{statuses:?}"
@@ -1431,17 +1432,7 @@ async fn rate_limits_hold_on_each_instance_while_redis_is_unreachable() {
         settings.auth.credential_rate_limit.burst = 3;
     })
     .await;
-    let mut statuses = Vec::new();
-    for _ in 0..6 {
-        let response = post(
-            &app,
-            "/v1/auth/password-resets",
-            None,
-            json!({"email": unique_email("offline")}),
-        )
-        .await;
-        statuses.push(response.status().as_u16());
-    }
+    let statuses = reset_requests(&app, 6, "offline").await;
     assert_eq!(&statuses[..3], &[202, 202, 202], "{statuses:?}");
     assert!(statuses[3..].contains(&429), "{statuses:?}");
 }
