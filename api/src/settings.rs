@@ -117,7 +117,8 @@ impl ReadinessSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
-    /// Bearer token for admin routes.
+    /// The operator token: an admin credential for automation and for
+    /// making the first admin account; every use is audited.
     pub token: SecretString,
 }
 
@@ -259,7 +260,8 @@ pub enum SettingsError {
     Invalid(Vec<String>),
 }
 
-/// The minimum admin token length; shorter tokens are guessable.
+/// The minimum length of the operator token and of secrets; shorter ones
+/// are guessable.
 const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
 impl Settings {

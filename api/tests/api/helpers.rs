@@ -186,7 +186,7 @@ impl TestApp {
         self.schema.settings.admin.token.expose_secret().to_owned()
     }
 
-    /// POSTs raw bytes with the admin token.
+    /// POSTs raw bytes with the operator token.
     pub async fn post_admin(
         &self,
         path: &str,
