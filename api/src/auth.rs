@@ -276,8 +276,16 @@ pub fn audit(
     outcome: &'static str,
     detail: serde_json::Value,
 ) {
-    let entry = audit_entry(req, actor, action, target, outcome, detail);
-    let storage = state.storage.clone();
+    record_later(
+        &state.storage,
+        audit_entry(req, actor, action, target, outcome, detail),
+    );
+}
+
+/// Writes an audit entry in the background; an entry that cannot be
+/// written goes to the service log whole.
+pub fn record_later(storage: &marquee_storage::Storage, entry: AuditEntry) {
+    let storage = storage.clone();
     tokio::spawn(async move {
         if let Err(err) = storage.audit(&entry).await {
             tracing::error!(error = %err, entry = ?entry, "audit entry not recorded");

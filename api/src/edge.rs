@@ -17,7 +17,7 @@ use marquee_ratelimit::{Decision, Limit, RateLimiter};
 use marquee_storage::audit::AuditEntry;
 use marquee_storage::Storage;
 
-use crate::auth::{AuthState, Principal};
+use crate::auth::{record_later, AuthState, Principal};
 use crate::metrics::Metrics;
 use crate::problem::{self, ApiError, Problem};
 
@@ -333,12 +333,7 @@ fn audit_admin_change(
         request_id: Some(request_id.to_owned()),
         detail: serde_json::json!({ "status": status.as_u16() }),
     };
-    let storage = edge.storage.clone();
-    tokio::spawn(async move {
-        if let Err(err) = storage.audit(&entry).await {
-            tracing::error!(error = %err, entry = ?entry, "audit entry not recorded");
-        }
-    });
+    record_later(&edge.storage, entry);
 }
 
 fn declared_length(req: &Request) -> Option<usize> {

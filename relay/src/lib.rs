@@ -18,8 +18,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use marquee_sharding::ShardNode;
 use marquee_storage::outbox::Outgoing;
 use marquee_storage::Storage;
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -103,6 +104,9 @@ pub struct Relay {
     /// The highest offset acknowledged per topic and partition; one going
     /// backwards means the broker lost what it had.
     offsets: Mutex<HashMap<(String, i32), i64>>,
+    /// Until when this relay surely holds each shard's lease: renewed only
+    /// once half of it is gone, not with a write every round.
+    held: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -147,6 +151,7 @@ impl Relay {
             holder: Uuid::new_v4(),
             published,
             offsets: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
         })
     }
 
@@ -182,11 +187,7 @@ impl Relay {
         let lease = Duration::from_secs(self.settings.lease_seconds);
         let mut sent = 0;
         for shard in self.storage.cluster().shards() {
-            if !self
-                .storage
-                .hold_relay_lease(shard, self.holder, lease)
-                .await?
-            {
+            if !self.holds(shard, lease).await? {
                 continue;
             }
             let events = self.storage.unpublished(shard, self.settings.batch).await?;
@@ -240,14 +241,36 @@ impl Relay {
         Ok(sent)
     }
 
+    /// Whether this relay holds `shard`'s lease, renewing it once half of
+    /// it has passed. The local deadline is counted from before the
+    /// renewal was asked for, so it never outlasts the stored one.
+    async fn holds(&self, shard: &ShardNode, lease: Duration) -> Result<bool, Error> {
+        let node = shard.id().to_string();
+        let asked = Instant::now();
+        let fresh = lock(&self.held)
+            .get(&node)
+            .is_some_and(|until| *until > asked + lease / 2);
+        if fresh {
+            return Ok(true);
+        }
+        let held = self
+            .storage
+            .hold_relay_lease(shard, self.holder, lease)
+            .await?;
+        let mut leases = lock(&self.held);
+        if held {
+            leases.insert(node, asked + lease);
+        } else {
+            leases.remove(&node);
+        }
+        Ok(held)
+    }
+
     /// Notices a broker that lost its data, and queues the retained window
     /// again on every shard.
     async fn observe_offset(&self, topic: &str, partition: i32, offset: i64) -> Result<(), Error> {
         let regressed = {
-            let mut offsets = self
-                .offsets
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut offsets = lock(&self.offsets);
             let highest = offsets
                 .entry((topic.to_owned(), partition))
                 .or_insert(offset);
@@ -278,4 +301,10 @@ impl Relay {
             }
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -167,12 +167,6 @@ fn to_interval(duration: std::time::Duration) -> String {
     format!("{} milliseconds", duration.as_millis())
 }
 
-/// Compares two secrets' hashes without leaking, through timing, how much
-/// of them matched.
-fn same_hash(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Storage {
     fn user_primary(&self, user: Uuid) -> Result<&Server, Error> {
         Ok(&self.cluster().route(user.as_bytes())?.primary)
@@ -359,29 +353,7 @@ impl Storage {
         secret_hash: &[u8],
         purposes: &[TokenPurpose],
     ) -> Result<Option<UsedToken>, Error> {
-        let server = self.scoped_primary(id)?;
-        let Some(row) = server
-            .get()
-            .await?
-            .query_opt(
-                "select user_id, purpose, secret_hash, new_email from user_tokens \
-                 where id = $1 and used_at is null and expires_at > now()",
-                &[&id],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?
-        else {
-            return Ok(None);
-        };
-        let stored: Vec<u8> = row.get(2);
-        let purpose = TokenPurpose::parse(row.get(1)).filter(|p| purposes.contains(p));
-        Ok(purpose
-            .filter(|_| same_hash(&stored, secret_hash))
-            .map(|purpose| UsedToken {
-                user_id: row.get(0),
-                purpose,
-                new_email: row.get(3),
-            }))
+        self.user_token("select", id, secret_hash, purposes).await
     }
 
     /// Voids every unspent one-time secret of `user` for `purposes`: after
@@ -408,53 +380,49 @@ impl Storage {
 
     /// Spends a one-time secret: it must exist, be unexpired, unused, of
     /// one of `purposes`, and match. Spent at most once even when presented
-    /// twice at the same moment.
+    /// twice at the same moment: the second update finds it used.
     pub async fn use_user_token(
         &self,
         id: Uuid,
         secret_hash: &[u8],
         purposes: &[TokenPurpose],
     ) -> Result<Option<UsedToken>, Error> {
+        self.user_token("update", id, secret_hash, purposes).await
+    }
+
+    /// Reads (`select`) or spends (`update`) a live one-time secret. The
+    /// stored hash is compared in the query: it is SHA-256 of a random
+    /// secret, so how long a mismatch takes tells a guesser nothing.
+    async fn user_token(
+        &self,
+        verb: &str,
+        id: Uuid,
+        secret_hash: &[u8],
+        purposes: &[TokenPurpose],
+    ) -> Result<Option<UsedToken>, Error> {
         let server = self.scoped_primary(id)?;
-        let mut client = server.get().await?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(|err| rejected(server, err))?;
-        let Some(row) = transaction
-            .query_opt(
-                "select user_id, purpose, secret_hash, new_email from user_tokens \
-                 where id = $1 and used_at is null and expires_at > now() for update",
-                &[&id],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?
-        else {
-            return Ok(None);
+        let names: Vec<&str> = purposes.iter().map(|p| p.as_str()).collect();
+        let live = "id = $1 and secret_hash = $2 and purpose = any($3) \
+                    and used_at is null and expires_at > now()";
+        let sql = match verb {
+            "update" => format!(
+                "update user_tokens set used_at = now() where {live} \
+                 returning user_id, purpose, new_email"
+            ),
+            _ => format!("select user_id, purpose, new_email from user_tokens where {live}"),
         };
-        let stored: Vec<u8> = row.get(2);
-        let purpose = TokenPurpose::parse(row.get(1));
-        let Some(purpose) = purpose.filter(|p| purposes.contains(p)) else {
-            return Ok(None);
-        };
-        if !same_hash(&stored, secret_hash) {
-            return Ok(None);
-        }
-        transaction
-            .execute(
-                "update user_tokens set used_at = now() where id = $1",
-                &[&id],
-            )
+        let row = server
+            .get()
+            .await?
+            .query_opt(&sql, &[&id, &secret_hash, &names])
             .await
             .map_err(|err| rejected(server, err))?;
-        transaction
-            .commit()
-            .await
-            .map_err(|err| rejected(server, err))?;
-        Ok(Some(UsedToken {
-            user_id: row.get(0),
-            purpose,
-            new_email: row.get(3),
+        Ok(row.and_then(|row| {
+            TokenPurpose::parse(row.get(1)).map(|purpose| UsedToken {
+                user_id: row.get(0),
+                purpose,
+                new_email: row.get(2),
+            })
         }))
     }
 
@@ -664,18 +632,20 @@ impl Storage {
             .map_err(|err| rejected(server, err))?;
         let Some(row) = transaction
             .query_opt(
-                "select user_id, refresh_hash, previous_hash from sessions \
-                 where id = $1 and revoked_at is null and expires_at > now() for update",
-                &[&id],
+                "select user_id, refresh_hash = $2, coalesce(previous_hash = $2, false) \
+                 from sessions where id = $1 and revoked_at is null and expires_at > now() \
+                 for update",
+                &[&id, &presented],
             )
             .await
             .map_err(|err| rejected(server, err))?
         else {
             return Ok(Rotation::Refused);
         };
-        let (user_id, current, previous): (Uuid, Vec<u8>, Option<Vec<u8>>) =
-            (row.get(0), row.get(1), row.get(2));
-        let rotation = if same_hash(&current, presented) {
+        // Hashes of random secrets are compared in the query: a mismatch's
+        // timing tells a guesser nothing about a SHA-256 preimage.
+        let (user_id, current, previous): (Uuid, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        let rotation = if current {
             let row = transaction
                 .query_one(
                     "update sessions set previous_hash = refresh_hash, refresh_hash = $2, \
@@ -686,7 +656,7 @@ impl Storage {
                 .await
                 .map_err(|err| rejected(server, err))?;
             Rotation::Rotated(session_from_row(&row))
-        } else if previous.is_some_and(|previous| same_hash(&previous, presented)) {
+        } else if previous {
             transaction
                 .execute(
                     "update sessions set revoked_at = now() where id = $1",

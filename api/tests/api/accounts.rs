@@ -172,6 +172,35 @@ pub async fn sign_in(app: &TestApp, email: &str, password: &str, code: Option<&s
     response.json().await.expect("json")
 }
 
+/// Holds `seats` as the signed-in owner of `bearer`.
+async fn hold_as(app: &TestApp, bearer: &str, showtime: Uuid, seats: Value) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/v1/showtimes/{showtime}/holds")))
+        .bearer_auth(bearer)
+        .json(&json!({ "seats": seats }))
+        .send()
+        .await
+        .expect("answer")
+}
+
+/// Pays for a hold with the test visa card as the owner of `bearer`.
+async fn pay_as(app: &TestApp, bearer: &str, hold_id: Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/orders"))
+        .bearer_auth(bearer)
+        .header("Idempotency-Key", Uuid::new_v4().to_string())
+        .json(&json!({"hold_id": hold_id, "payment": {"method": "card", "token": "tok_visa"}}))
+        .send()
+        .await
+        .expect("answer")
+}
+
+/// Presents the refresh token of a sign-in's `tokens`.
+async fn refresh(app: &TestApp, tokens: &Value) -> reqwest::Response {
+    let body = json!({"refresh_token": tokens["refresh_token"]});
+    post(app, "/v1/auth/refresh", None, body).await
+}
+
 fn access(tokens: &Value) -> &str {
     tokens["access_token"].as_str().expect("access token")
 }
@@ -530,13 +559,7 @@ async fn the_refresh_cookie_is_secure_and_refreshes_on_its_own() {
     assert_eq!(logout.status().as_u16(), 204);
     let cleared = logout.headers()["set-cookie"].to_str().expect("ascii");
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
-    let dead = post(
-        &app,
-        "/v1/auth/refresh",
-        None,
-        json!({"refresh_token": tokens["refresh_token"]}),
-    )
-    .await;
+    let dead = refresh(&app, &tokens).await;
     assert_problem(dead, 401).await;
 }
 
@@ -572,13 +595,7 @@ async fn signing_out_everywhere_ends_every_session() {
         .expect("json");
     assert_eq!(revoked["revoked"], 2);
     for tokens in [&phone, &laptop] {
-        let refresh = post(
-            &app,
-            "/v1/auth/refresh",
-            None,
-            json!({"refresh_token": tokens["refresh_token"]}),
-        )
-        .await;
+        let refresh = refresh(&app, tokens).await;
         assert_problem(refresh, 401).await;
     }
 }
@@ -629,13 +646,7 @@ async fn a_forgotten_password_is_reset_by_mail_and_every_session_ends() {
     )
     .await;
     assert_eq!(reset.status().as_u16(), 204);
-    let old_session = post(
-        &app,
-        "/v1/auth/refresh",
-        None,
-        json!({"refresh_token": tokens["refresh_token"]}),
-    )
-    .await;
+    let old_session = refresh(&app, &tokens).await;
     assert_problem(old_session, 401).await;
     let old_password = post(
         &app,
@@ -728,21 +739,9 @@ async fn profile_password_and_address_changes_need_the_password_and_a_confirmed_
         .await
         .expect("answer");
     assert_eq!(changed.status().as_u16(), 204);
-    let other_refresh = post(
-        &app,
-        "/v1/auth/refresh",
-        None,
-        json!({"refresh_token": other["refresh_token"]}),
-    )
-    .await;
+    let other_refresh = refresh(&app, &other).await;
     assert_problem(other_refresh, 401).await;
-    let own_refresh = post(
-        &app,
-        "/v1/auth/refresh",
-        None,
-        json!({"refresh_token": tokens["refresh_token"]}),
-    )
-    .await;
+    let own_refresh = refresh(&app, &tokens).await;
     assert_eq!(
         own_refresh.status().as_u16(),
         200,
@@ -762,29 +761,14 @@ async fn deleting_an_account_erases_its_personal_data_and_keeps_its_orders_anony
         .parse()
         .expect("uuid");
     let (showtime, _) = show(&app, 4, 8).await;
-    let held = app
-        .client
-        .post(app.url(&format!("/v1/showtimes/{showtime}/holds")))
-        .bearer_auth(&bearer)
-        .json(&json!({"seats": ["A-1", "A-2"]}))
-        .send()
-        .await
-        .expect("answer");
+    let held = hold_as(&app, &bearer, showtime, json!(["A-1", "A-2"])).await;
     assert_eq!(held.status().as_u16(), 201);
     let held: Value = held.json().await.expect("json");
     assert!(
         held.get("booking_token").is_none(),
         "the account is the token"
     );
-    let paid = app
-        .client
-        .post(app.url("/v1/orders"))
-        .bearer_auth(&bearer)
-        .header("Idempotency-Key", Uuid::new_v4().to_string())
-        .json(&json!({"hold_id": held["hold"]["id"], "payment": {"method": "card", "token": "tok_visa"}}))
-        .send()
-        .await
-        .expect("answer");
+    let paid = pay_as(&app, &bearer, json!(held["hold"]["id"])).await;
     assert_eq!(paid.status().as_u16(), 201);
     let order: Value = paid.json().await.expect("json");
 
@@ -920,26 +904,14 @@ async fn another_user_never_reads_or_changes_my_holds_orders_sessions_or_profile
     let (_, theirs) = signed_up(&app, "stranger").await;
     let (me, them) = (access(&mine).to_owned(), access(&theirs).to_owned());
     let (showtime, _) = show(&app, 4, 8).await;
-    let held: Value = app
-        .client
-        .post(app.url(&format!("/v1/showtimes/{showtime}/holds")))
-        .bearer_auth(&me)
-        .json(&json!({"seats": ["B-1"]}))
-        .send()
+    let held: Value = hold_as(&app, &me, showtime, json!(["B-1"]))
         .await
-        .expect("answer")
         .json()
         .await
         .expect("json");
     let hold_id = held["hold"]["id"].as_str().expect("id").to_owned();
-    let second: Value = app
-        .client
-        .post(app.url(&format!("/v1/showtimes/{showtime}/holds")))
-        .bearer_auth(&me)
-        .json(&json!({"seats": ["B-3"]}))
-        .send()
+    let second: Value = hold_as(&app, &me, showtime, json!(["B-3"]))
         .await
-        .expect("answer")
         .json()
         .await
         .expect("json");
@@ -970,26 +942,10 @@ async fn another_user_never_reads_or_changes_my_holds_orders_sessions_or_profile
             .expect("answer"),
     )
     .await;
-    let stolen = app
-        .client
-        .post(app.url("/v1/orders"))
-        .bearer_auth(&them)
-        .header("Idempotency-Key", Uuid::new_v4().to_string())
-        .json(&json!({"hold_id": hold_id, "payment": {"method": "card", "token": "tok_visa"}}))
-        .send()
-        .await
-        .expect("answer");
+    let stolen = pay_as(&app, &them, json!(hold_id)).await;
     denied(stolen).await;
 
-    let paid = app
-        .client
-        .post(app.url("/v1/orders"))
-        .bearer_auth(&me)
-        .header("Idempotency-Key", Uuid::new_v4().to_string())
-        .json(&json!({"hold_id": second["hold"]["id"], "payment": {"method": "card", "token": "tok_visa"}}))
-        .send()
-        .await
-        .expect("answer");
+    let paid = pay_as(&app, &me, json!(second["hold"]["id"])).await;
     assert_eq!(paid.status().as_u16(), 201);
     let order: Value = paid.json().await.expect("json");
     let order_id = order["id"].as_str().expect("id");
@@ -1086,13 +1042,7 @@ async fn staff_routes_need_the_right_role_and_a_two_factor_sign_in() {
     let (email, tokens) = signed_up(&app, "support").await;
     promote(&app, &tokens, "support").await;
     // Promotion signs the account out; the new role comes with a new sign-in.
-    let refresh = post(
-        &app,
-        "/v1/auth/refresh",
-        None,
-        json!({"refresh_token": tokens["refresh_token"]}),
-    )
-    .await;
+    let refresh = refresh(&app, &tokens).await;
     assert_problem(refresh, 401).await;
     let without_code = sign_in(&app, &email, PASSWORD, None).await;
     assert_eq!(without_code["role"], "support");
