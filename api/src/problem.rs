@@ -211,7 +211,7 @@ impl From<marquee_storage::Error> for ApiError {
             }
             E::StaleMap { .. } => {
                 tracing::warn!(error = %err, "request refused under a stale shard map");
-                Self::unavailable("this movie is moving between nodes; retry shortly")
+                Self::unavailable("this data is moving between nodes; retry shortly")
             }
             E::MovieNotFound(_) | E::NotFound { .. } => Self::not_found(err.to_string()),
             E::Conflict(detail) => Self::conflict(detail),
@@ -229,7 +229,8 @@ impl From<marquee_storage::Error> for ApiError {
             | E::RebalanceInProgress
             | E::AlreadyPlaced { .. }
             | E::MoveInProgress(_)
-            | E::MoveVerification { .. } => Self::conflict(err.to_string()),
+            | E::MoveVerification { .. }
+            | E::KeyMoveVerification { .. } => Self::conflict(err.to_string()),
             E::Rejected { .. } | E::MigrationDrift { .. } | E::DemoData { .. } => {
                 tracing::error!(error = %err, "storage failure");
                 Self::internal()

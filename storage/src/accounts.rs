@@ -10,11 +10,11 @@
 //! registration can still be finishing it.
 
 use chrono::{DateTime, Utc};
-use marquee_sharding::Server;
+use marquee_sharding::{ids, placement::hash_key};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::store::rejected;
+use crate::store::{rejected, KeyLock};
 use crate::{Error, Storage};
 
 /// An account as stored. Erased accounts keep their id and nothing else.
@@ -167,29 +167,54 @@ fn to_interval(duration: std::time::Duration) -> String {
     format!("{} milliseconds", duration.as_millis())
 }
 
+/// Locks for a write to an account: the user row, found by the user's id,
+/// a session's id or a mailed token's id; the email index entry.
+const LOCK_USER: &str = "select 1 from users where id = $1 for update";
+const LOCK_SESSION_USER: &str =
+    "select 1 from users where id = (select user_id from sessions where id = $1) for update";
+const LOCK_TOKEN_USER: &str =
+    "select 1 from users where id = (select user_id from user_tokens where id = $1) for update";
+const LOCK_EMAIL: &str = "select 1 from user_emails where email = $1 for update";
+
+fn user_key(user: &Uuid) -> KeyLock<'_> {
+    KeyLock {
+        hash: ids::route_hash(*user),
+        kind: "account",
+        lock: LOCK_USER,
+        param: user,
+    }
+}
+
+/// A session or mailed token, whose id carries its user's routing hash.
+fn scoped_key<'a>(id: &'a Uuid, lock: &'static str) -> KeyLock<'a> {
+    KeyLock {
+        hash: ids::scoped_route_hash(*id),
+        kind: "account",
+        lock,
+        param: id,
+    }
+}
+
+fn email_key<'a>(email: &'a &'a str) -> KeyLock<'a> {
+    KeyLock {
+        hash: hash_key(email.as_bytes()),
+        kind: "address",
+        lock: LOCK_EMAIL,
+        param: email,
+    }
+}
+
 impl Storage {
-    fn user_primary(&self, user: Uuid) -> Result<&Server, Error> {
-        Ok(&self.cluster().route(user.as_bytes())?.primary)
-    }
-
-    fn email_primary(&self, email: &str) -> Result<&Server, Error> {
-        Ok(&self.cluster().route(email.as_bytes())?.primary)
-    }
-
     pub async fn account(&self, id: Uuid) -> Result<Option<Account>, Error> {
-        let server = self.user_primary(id)?;
-        let client = server.get().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "select {ACCOUNT_COLUMNS} from users where id = $1"
-            ))
-            .await
-            .map_err(|err| rejected(server, err))?;
-        Ok(client
-            .query_opt(&statement, &[&id])
-            .await
-            .map_err(|err| rejected(server, err))?
-            .as_ref()
+        Ok(self
+            .read_key(
+                ids::route_hash(id),
+                "account",
+                &format!("select {ACCOUNT_COLUMNS} from users where id = $1"),
+                &[&id],
+            )
+            .await?
+            .first()
             .map(account_from_row))
     }
 
@@ -205,16 +230,15 @@ impl Storage {
     }
 
     async fn email_owner(&self, email: &str) -> Result<Option<Uuid>, Error> {
-        let server = self.email_primary(email)?;
-        Ok(server
-            .get()
-            .await?
-            .query_opt(
+        Ok(self
+            .read_key(
+                hash_key(email.as_bytes()),
+                "address",
                 "select user_id from user_emails where email = $1",
                 &[&email],
             )
-            .await
-            .map_err(|err| rejected(server, err))?
+            .await?
+            .first()
             .map(|row| row.get(0)))
     }
 
@@ -222,61 +246,63 @@ impl Storage {
     /// already pointing at `user`, or a stale row is taken; an address of
     /// another live account is not, and its owner is returned.
     async fn claim_email(&self, email: &str, user: Uuid) -> Result<Option<Uuid>, Error> {
-        let server = self.email_primary(email)?;
-        let client = server.get().await?;
-        let inserted = client
-            .execute(
-                "insert into user_emails (email, user_id) values ($1, $2) on conflict do nothing",
-                &[&email, &user],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?;
-        if inserted == 1 {
-            return Ok(None);
+        let key = &email;
+        loop {
+            let inserted = self
+                .write_key(
+                    email_key(key),
+                    "insert into user_emails (email, user_id) values ($1, $2) \
+                     on conflict do nothing returning 1",
+                    &[&email, &user],
+                )
+                .await?;
+            if !inserted.is_empty() {
+                return Ok(None);
+            }
+            let rows = self
+                .read_key(
+                    hash_key(email.as_bytes()),
+                    "address",
+                    &format!(
+                        "select user_id, created_at < now() - interval '{STALE_INDEX_AFTER}' \
+                         from user_emails where email = $1"
+                    ),
+                    &[&email],
+                )
+                .await?;
+            // Released since the insert found it taken: claim it again.
+            let Some(row) = rows.first() else {
+                continue;
+            };
+            let (holder, old_enough): (Uuid, bool) = (row.get(0), row.get(1));
+            if holder == user {
+                return Ok(None);
+            }
+            let live = self.account(holder).await?.is_some_and(|account| {
+                account.is_active() && account.email.as_deref() == Some(email)
+            });
+            if live || !old_enough {
+                return Ok(Some(holder));
+            }
+            let taken = self
+                .write_key(
+                    email_key(key),
+                    "update user_emails set user_id = $3, created_at = now() \
+                     where email = $1 and user_id = $2 returning 1",
+                    &[&email, &holder, &user],
+                )
+                .await?;
+            return Ok(if taken.is_empty() { Some(holder) } else { None });
         }
-        let row = client
-            .query_one(
-                &format!(
-                    "select user_id, created_at < now() - interval '{STALE_INDEX_AFTER}' \
-                     from user_emails where email = $1"
-                ),
-                &[&email],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?;
-        let (holder, old_enough): (Uuid, bool) = (row.get(0), row.get(1));
-        if holder == user {
-            return Ok(None);
-        }
-        let live = self
-            .account(holder)
-            .await?
-            .is_some_and(|account| account.is_active() && account.email.as_deref() == Some(email));
-        if live || !old_enough {
-            return Ok(Some(holder));
-        }
-        let taken = client
-            .execute(
-                "update user_emails set user_id = $3, created_at = now() \
-                 where email = $1 and user_id = $2",
-                &[&email, &holder, &user],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?;
-        Ok(if taken == 1 { None } else { Some(holder) })
     }
 
     async fn release_email(&self, email: &str, user: Uuid) -> Result<(), Error> {
-        let server = self.email_primary(email)?;
-        server
-            .get()
-            .await?
-            .execute(
-                "delete from user_emails where email = $1 and user_id = $2",
-                &[&email, &user],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?;
+        self.write_key(
+            email_key(&email),
+            "delete from user_emails where email = $1 and user_id = $2",
+            &[&email, &user],
+        )
+        .await?;
         Ok(())
     }
 
@@ -296,20 +322,17 @@ impl Storage {
                 )),
             };
         }
-        let server = self.user_primary(new.id)?;
-        let row = server
-            .get()
-            .await?
-            .query_one(
+        let rows = self
+            .write_key(
+                user_key(&new.id),
                 &format!(
                     "insert into users (id, email, name, password_hash) values ($1, $2, $3, $4) \
                      returning {ACCOUNT_COLUMNS}"
                 ),
                 &[&new.id, &new.email, &new.name, &new.password_hash],
             )
-            .await
-            .map_err(|err| rejected(server, err))?;
-        Ok(Registered::Created(account_from_row(&row)))
+            .await?;
+        Ok(Registered::Created(account_from_row(&rows[0])))
     }
 
     /// Stores a one-time secret. `id` is scoped to the user, so presenting
@@ -323,24 +346,20 @@ impl Storage {
         new_email: Option<&str>,
         ttl: std::time::Duration,
     ) -> Result<(), Error> {
-        let server = self.scoped_primary(id)?;
-        server
-            .get()
-            .await?
-            .execute(
-                "insert into user_tokens (id, user_id, purpose, secret_hash, new_email, expires_at) \
-                 values ($1, $2, $3, $4, $5, now() + $6::text::interval)",
-                &[
-                    &id,
-                    &user,
-                    &purpose.as_str(),
-                    &secret_hash,
-                    &new_email,
-                    &to_interval(ttl),
-                ],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?;
+        self.write_key(
+            user_key(&user),
+            "insert into user_tokens (id, user_id, purpose, secret_hash, new_email, expires_at) \
+             values ($1, $2, $3, $4, $5, now() + $6::text::interval)",
+            &[
+                &id,
+                &user,
+                &purpose.as_str(),
+                &secret_hash,
+                &new_email,
+                &to_interval(ttl),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -353,7 +372,16 @@ impl Storage {
         secret_hash: &[u8],
         purposes: &[TokenPurpose],
     ) -> Result<Option<UsedToken>, Error> {
-        self.user_token("select", id, secret_hash, purposes).await
+        let names: Vec<&str> = purposes.iter().map(|p| p.as_str()).collect();
+        let rows = self
+            .read_key(
+                ids::scoped_route_hash(id),
+                "account",
+                &format!("select user_id, purpose, new_email from user_tokens where {LIVE_TOKEN}"),
+                &[&id, &secret_hash, &names],
+            )
+            .await?;
+        Ok(rows.first().and_then(used_token_from_row))
     }
 
     /// Voids every unspent one-time secret of `user` for `purposes`: after
@@ -363,67 +391,40 @@ impl Storage {
         user: Uuid,
         purposes: &[TokenPurpose],
     ) -> Result<(), Error> {
-        let server = self.user_primary(user)?;
         let names: Vec<&str> = purposes.iter().map(|p| p.as_str()).collect();
-        server
-            .get()
-            .await?
-            .execute(
-                "update user_tokens set used_at = now() \
-                 where user_id = $1 and used_at is null and purpose = any($2)",
-                &[&user, &names],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?;
+        self.write_key(
+            user_key(&user),
+            "update user_tokens set used_at = now() \
+             where user_id = $1 and used_at is null and purpose = any($2)",
+            &[&user, &names],
+        )
+        .await?;
         Ok(())
     }
 
     /// Spends a one-time secret: it must exist, be unexpired, unused, of
     /// one of `purposes`, and match. Spent at most once even when presented
-    /// twice at the same moment: the second update finds it used.
+    /// twice at the same moment: the second update finds it used. The
+    /// stored hash is compared in the query: it is SHA-256 of a random
+    /// secret, so how long a mismatch takes tells a guesser nothing.
     pub async fn use_user_token(
         &self,
         id: Uuid,
         secret_hash: &[u8],
         purposes: &[TokenPurpose],
     ) -> Result<Option<UsedToken>, Error> {
-        self.user_token("update", id, secret_hash, purposes).await
-    }
-
-    /// Reads (`select`) or spends (`update`) a live one-time secret. The
-    /// stored hash is compared in the query: it is SHA-256 of a random
-    /// secret, so how long a mismatch takes tells a guesser nothing.
-    async fn user_token(
-        &self,
-        verb: &str,
-        id: Uuid,
-        secret_hash: &[u8],
-        purposes: &[TokenPurpose],
-    ) -> Result<Option<UsedToken>, Error> {
-        let server = self.scoped_primary(id)?;
         let names: Vec<&str> = purposes.iter().map(|p| p.as_str()).collect();
-        let live = "id = $1 and secret_hash = $2 and purpose = any($3) \
-                    and used_at is null and expires_at > now()";
-        let sql = match verb {
-            "update" => format!(
-                "update user_tokens set used_at = now() where {live} \
-                 returning user_id, purpose, new_email"
-            ),
-            _ => format!("select user_id, purpose, new_email from user_tokens where {live}"),
-        };
-        let row = server
-            .get()
-            .await?
-            .query_opt(&sql, &[&id, &secret_hash, &names])
-            .await
-            .map_err(|err| rejected(server, err))?;
-        Ok(row.and_then(|row| {
-            TokenPurpose::parse(row.get(1)).map(|purpose| UsedToken {
-                user_id: row.get(0),
-                purpose,
-                new_email: row.get(2),
-            })
-        }))
+        let rows = self
+            .write_key(
+                scoped_key(&id, LOCK_TOKEN_USER),
+                &format!(
+                    "update user_tokens set used_at = now() where {LIVE_TOKEN} \
+                     returning user_id, purpose, new_email"
+                ),
+                &[&id, &secret_hash, &names],
+            )
+            .await?;
+        Ok(rows.first().and_then(used_token_from_row))
     }
 
     async fn update_account(
@@ -432,26 +433,23 @@ impl Storage {
         assignments: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Account, Error> {
-        let server = self.user_primary(user)?;
         let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&user];
         all.extend_from_slice(params);
-        server
-            .get()
-            .await?
-            .query_opt(
-                &format!(
-                    "update users set {assignments}, updated_at = now() \
-                     where id = $1 and deleted_at is null returning {ACCOUNT_COLUMNS}"
-                ),
-                &all,
-            )
-            .await
-            .map_err(|err| rejected(server, err))?
-            .map(|row| account_from_row(&row))
-            .ok_or(Error::NotFound {
-                what: "account",
-                id: user,
-            })
+        self.write_key(
+            user_key(&user),
+            &format!(
+                "update users set {assignments}, updated_at = now() \
+                 where id = $1 and deleted_at is null returning {ACCOUNT_COLUMNS}"
+            ),
+            &all,
+        )
+        .await?
+        .first()
+        .map(account_from_row)
+        .ok_or(Error::NotFound {
+            what: "account",
+            id: user,
+        })
     }
 
     pub async fn mark_email_verified(&self, user: Uuid) -> Result<Account, Error> {
@@ -495,18 +493,15 @@ impl Storage {
     /// Records a used code's time step; false when it (or a later one) was
     /// already used, so one code never works twice.
     pub async fn spend_totp_step(&self, user: Uuid, step: i64) -> Result<bool, Error> {
-        let server = self.user_primary(user)?;
-        Ok(server
-            .get()
-            .await?
-            .execute(
+        Ok(!self
+            .write_key(
+                user_key(&user),
                 "update users set totp_last_step = $2 where id = $1 \
-                 and (totp_last_step is null or totp_last_step < $2)",
+                 and (totp_last_step is null or totp_last_step < $2) returning 1",
                 &[&user, &step],
             )
-            .await
-            .map_err(|err| rejected(server, err))?
-            == 1)
+            .await?
+            .is_empty())
     }
 
     /// Moves an account to a new address: the new one is claimed first, so
@@ -550,29 +545,25 @@ impl Storage {
                 id: user,
             });
         };
-        let server = self.user_primary(user)?;
-        let mut client = server.get().await?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(|err| rejected(server, err))?;
-        for statement in [
-            "update users set email = null, email_verified_at = null, name = null, \
-                 password_hash = null, totp_secret = null, totp_pending = null, \
-                 deleted_at = coalesce(deleted_at, now()), updated_at = now() where id = $1",
-            "update sessions set revoked_at = now(), user_agent = null, ip = null \
-                 where user_id = $1",
-            "delete from user_tokens where user_id = $1",
-        ] {
-            transaction
-                .execute(statement, &[&user])
-                .await
-                .map_err(|err| rejected(server, err))?;
-        }
-        transaction
-            .commit()
-            .await
-            .map_err(|err| rejected(server, err))?;
+        self.in_key_transaction(user_key(&user), |transaction, server| {
+            Box::pin(async move {
+                for statement in [
+                    "update users set email = null, email_verified_at = null, name = null, \
+                         password_hash = null, totp_secret = null, totp_pending = null, \
+                         deleted_at = coalesce(deleted_at, now()), updated_at = now() where id = $1",
+                    "update sessions set revoked_at = now(), user_agent = null, ip = null \
+                         where user_id = $1",
+                    "delete from user_tokens where user_id = $1",
+                ] {
+                    transaction
+                        .execute(statement, &[&user])
+                        .await
+                        .map_err(|err| rejected(server, err))?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
         if let Some(email) = account.email.as_deref() {
             self.release_email(email, user).await?;
         }
@@ -593,14 +584,14 @@ impl Storage {
     }
 
     pub async fn create_session(&self, new: &NewSession<'_>) -> Result<Session, Error> {
-        let server = self.scoped_primary(new.id)?;
-        let row = server
-            .get()
-            .await?
-            .query_one(
-                "insert into sessions (id, user_id, refresh_hash, mfa, user_agent, ip, expires_at) \
-                 values ($1, $2, $3, $4, $5, $6, now() + $7::text::interval) \
-                 returning id, user_id, mfa, user_agent, ip, created_at, last_used_at, expires_at",
+        let rows = self
+            .write_key(
+                user_key(&new.user_id),
+                &format!(
+                    "insert into sessions (id, user_id, refresh_hash, mfa, user_agent, ip, expires_at) \
+                     values ($1, $2, $3, $4, $5, $6, now() + $7::text::interval) \
+                     returning {SESSION_COLUMNS}"
+                ),
                 &[
                     &new.id,
                     &new.user_id,
@@ -611,9 +602,8 @@ impl Storage {
                     &to_interval(new.ttl),
                 ],
             )
-            .await
-            .map_err(|err| rejected(server, err))?;
-        Ok(session_from_row(&row))
+            .await?;
+        Ok(session_from_row(&rows[0]))
     }
 
     /// Replaces a session's refresh secret if `presented` is the current
@@ -624,117 +614,111 @@ impl Storage {
         presented: &[u8],
         next: &[u8],
     ) -> Result<Rotation, Error> {
-        let server = self.scoped_primary(id)?;
-        let mut client = server.get().await?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(|err| rejected(server, err))?;
-        let Some(row) = transaction
-            .query_opt(
-                "select user_id, refresh_hash = $2, coalesce(previous_hash = $2, false) \
-                 from sessions where id = $1 and revoked_at is null and expires_at > now() \
-                 for update",
-                &[&id, &presented],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?
-        else {
-            return Ok(Rotation::Refused);
-        };
-        // Hashes of random secrets are compared in the query: a mismatch's
-        // timing tells a guesser nothing about a SHA-256 preimage.
-        let (user_id, current, previous): (Uuid, bool, bool) = (row.get(0), row.get(1), row.get(2));
-        let rotation = if current {
-            let row = transaction
-                .query_one(
-                    "update sessions set previous_hash = refresh_hash, refresh_hash = $2, \
-                         last_used_at = now() where id = $1 \
-                     returning id, user_id, mfa, user_agent, ip, created_at, last_used_at, expires_at",
-                    &[&id, &next],
-                )
-                .await
-                .map_err(|err| rejected(server, err))?;
-            Rotation::Rotated(session_from_row(&row))
-        } else if previous {
-            transaction
-                .execute(
-                    "update sessions set revoked_at = now() where id = $1",
-                    &[&id],
-                )
-                .await
-                .map_err(|err| rejected(server, err))?;
-            Rotation::Reused { user_id }
-        } else {
-            Rotation::Refused
-        };
-        transaction
-            .commit()
-            .await
-            .map_err(|err| rejected(server, err))?;
-        Ok(rotation)
+        let (presented, next) = (presented.to_vec(), next.to_vec());
+        self.in_key_transaction(
+            scoped_key(&id, LOCK_SESSION_USER),
+            |transaction, server| {
+                let (presented, next) = (presented.clone(), next.clone());
+                Box::pin(async move {
+                    let Some(row) = transaction
+                        .query_opt(
+                            "select user_id, refresh_hash = $2, coalesce(previous_hash = $2, false) \
+                             from sessions where id = $1 and revoked_at is null and expires_at > now()",
+                            &[&id, &presented],
+                        )
+                        .await
+                        .map_err(|err| rejected(server, err))?
+                    else {
+                        return Ok(Rotation::Refused);
+                    };
+                    // Hashes of random secrets are compared in the query: a
+                    // mismatch's timing tells a guesser nothing about a
+                    // SHA-256 preimage.
+                    let (user_id, current, previous): (Uuid, bool, bool) =
+                        (row.get(0), row.get(1), row.get(2));
+                    if current {
+                        let row = transaction
+                            .query_one(
+                                &format!(
+                                    "update sessions set previous_hash = refresh_hash, refresh_hash = $2, \
+                                         last_used_at = now() where id = $1 \
+                                     returning {SESSION_COLUMNS}"
+                                ),
+                                &[&id, &next],
+                            )
+                            .await
+                            .map_err(|err| rejected(server, err))?;
+                        Ok(Rotation::Rotated(session_from_row(&row)))
+                    } else if previous {
+                        transaction
+                            .execute(
+                                "update sessions set revoked_at = now() where id = $1",
+                                &[&id],
+                            )
+                            .await
+                            .map_err(|err| rejected(server, err))?;
+                        Ok(Rotation::Reused { user_id })
+                    } else {
+                        Ok(Rotation::Refused)
+                    }
+                })
+            },
+        )
+        .await
     }
 
     /// Revokes one session of `user`; false if it was not theirs or not live.
     pub async fn revoke_session(&self, user: Uuid, id: Uuid) -> Result<bool, Error> {
-        let server = self.scoped_primary(id)?;
-        Ok(server
-            .get()
-            .await?
-            .execute(
+        Ok(!self
+            .write_key(
+                scoped_key(&id, LOCK_SESSION_USER),
                 "update sessions set revoked_at = now() \
-                 where id = $1 and user_id = $2 and revoked_at is null",
+                 where id = $1 and user_id = $2 and revoked_at is null returning 1",
                 &[&id, &user],
             )
-            .await
-            .map_err(|err| rejected(server, err))?
-            == 1)
+            .await?
+            .is_empty())
     }
 
     /// Revokes every live session of `user` but `keep`; how many.
     pub async fn revoke_sessions(&self, user: Uuid, keep: Option<Uuid>) -> Result<u64, Error> {
-        let server = self.user_primary(user)?;
-        server
-            .get()
-            .await?
-            .execute(
+        Ok(self
+            .write_key(
+                user_key(&user),
                 "update sessions set revoked_at = now() where user_id = $1 \
-                 and revoked_at is null and ($2::uuid is null or id <> $2)",
+                 and revoked_at is null and ($2::uuid is null or id <> $2) returning 1",
                 &[&user, &keep],
             )
-            .await
-            .map_err(|err| rejected(server, err))
+            .await?
+            .len() as u64)
     }
 
     /// A session, whether or not it is still live.
     pub async fn session_is_live(&self, id: Uuid) -> Result<bool, Error> {
-        let server = self.scoped_primary(id)?;
-        Ok(server
-            .get()
-            .await?
-            .query_opt(
+        Ok(!self
+            .read_key(
+                ids::scoped_route_hash(id),
+                "account",
                 "select 1 from sessions where id = $1 and revoked_at is null and expires_at > now()",
                 &[&id],
             )
-            .await
-            .map_err(|err| rejected(server, err))?
-            .is_some())
+            .await?
+            .is_empty())
     }
 
     /// The live sessions of `user`, newest first.
     pub async fn sessions(&self, user: Uuid) -> Result<Vec<Session>, Error> {
-        let server = self.user_primary(user)?;
-        Ok(server
-            .get()
-            .await?
-            .query(
-                "select id, user_id, mfa, user_agent, ip, created_at, last_used_at, expires_at \
-                 from sessions where user_id = $1 and revoked_at is null and expires_at > now() \
-                 order by last_used_at desc",
+        Ok(self
+            .read_key(
+                ids::route_hash(user),
+                "account",
+                &format!(
+                    "select {SESSION_COLUMNS} from sessions where user_id = $1 \
+                     and revoked_at is null and expires_at > now() order by last_used_at desc"
+                ),
                 &[&user],
             )
-            .await
-            .map_err(|err| rejected(server, err))?
+            .await?
             .iter()
             .map(session_from_row)
             .collect())
@@ -742,33 +726,27 @@ impl Storage {
 
     /// Adds a hold to the user's bookings index; a second call is a no-op.
     pub async fn index_booking(&self, user: Uuid, hold: Uuid, showtime: Uuid) -> Result<(), Error> {
-        let server = self.user_primary(user)?;
-        server
-            .get()
-            .await?
-            .execute(
-                "insert into user_bookings (user_id, hold_id, showtime_id) values ($1, $2, $3) \
-                 on conflict do nothing",
-                &[&user, &hold, &showtime],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?;
+        self.write_key(
+            user_key(&user),
+            "insert into user_bookings (user_id, hold_id, showtime_id) values ($1, $2, $3) \
+             on conflict do nothing",
+            &[&user, &hold, &showtime],
+        )
+        .await?;
         Ok(())
     }
 
     /// The user's bookings index, newest first.
     pub async fn user_bookings(&self, user: Uuid, limit: i64) -> Result<Vec<BookingEntry>, Error> {
-        let server = self.user_primary(user)?;
-        Ok(server
-            .get()
-            .await?
-            .query(
+        Ok(self
+            .read_key(
+                ids::route_hash(user),
+                "account",
                 "select hold_id, showtime_id, created_at from user_bookings where user_id = $1 \
                  order by created_at desc limit $2",
                 &[&user, &limit],
             )
-            .await
-            .map_err(|err| rejected(server, err))?
+            .await?
             .iter()
             .map(|row| BookingEntry {
                 hold_id: row.get(0),
@@ -778,7 +756,9 @@ impl Storage {
             .collect())
     }
 
-    /// The newest accounts on every node, for staff.
+    /// The newest accounts on every node, for staff. An account caught
+    /// between a rebalance's copy and the deletion of its source is on two
+    /// nodes for a moment, with the same rows; it is listed once.
     pub async fn recent_accounts(&self, limit: i64) -> Result<Vec<Account>, Error> {
         let sql = format!(
             "select {ACCOUNT_COLUMNS} from users where deleted_at is null \
@@ -797,14 +777,36 @@ impl Storage {
             }
         }))
         .await;
+        let mut seen = std::collections::HashSet::new();
         let mut accounts = Vec::new();
         for rows in per_node {
-            accounts.extend(rows?.iter().map(account_from_row));
+            accounts.extend(
+                rows?
+                    .iter()
+                    .map(account_from_row)
+                    .filter(|account| seen.insert(account.id)),
+            );
         }
         accounts.sort_by_key(|account| std::cmp::Reverse(account.created_at));
         accounts.truncate(usize::try_from(limit).unwrap_or(0));
         Ok(accounts)
     }
+}
+
+const SESSION_COLUMNS: &str =
+    "id, user_id, mfa, user_agent, ip, created_at, last_used_at, expires_at";
+
+/// The conditions of a live one-time secret, with its id, hash and
+/// allowed purposes as `$1`..`$3`.
+const LIVE_TOKEN: &str = "id = $1 and secret_hash = $2 and purpose = any($3) \
+                          and used_at is null and expires_at > now()";
+
+fn used_token_from_row(row: &Row) -> Option<UsedToken> {
+    TokenPurpose::parse(row.get(1)).map(|purpose| UsedToken {
+        user_id: row.get(0),
+        purpose,
+        new_email: row.get(2),
+    })
 }
 
 fn session_from_row(row: &Row) -> Session {

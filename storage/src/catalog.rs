@@ -16,12 +16,27 @@ use marquee_sharding::{ids, Server, ShardNode};
 use uuid::Uuid;
 
 use crate::demo_places::SeedShowtime;
+use crate::key_data;
 use crate::layout::SeatLayout;
 use crate::movies::{self, Movie};
 use crate::showtimes::{self, NewShowtime, Schedule, Showtime};
-use crate::store::rejected;
+use crate::store::{rejected, KeyLock};
 use crate::theaters::{self, Screen, Theater, TheaterInfo};
 use crate::{Error, Storage};
+
+/// Locks for a write to a theater: the theater's own row, or a share of it
+/// for its screens and timetables.
+const LOCK_THEATER: &str = "select 1 from theaters where id = $1 for update";
+const SHARE_THEATER: &str = "select 1 from theaters where id = $1 for share";
+
+fn theater_key<'a>(id: &'a Uuid, lock: &'static str) -> KeyLock<'a> {
+    KeyLock {
+        hash: ids::route_hash(*id),
+        kind: "theater",
+        lock,
+        param: id,
+    }
+}
 
 /// A reservation younger than this may belong to a showtime still being
 /// written on its movie's node; older ones without a showtime are debris.
@@ -115,39 +130,84 @@ impl Storage {
     /// Creates or replaces a theater; waits out a rebalance, which places
     /// theaters by the registry it scanned.
     pub async fn put_theater(&self, id: Uuid, info: &TheaterInfo) -> Result<Theater, Error> {
-        self.unless_rebalancing(|| async {
-            let server = self.theater_primary(id)?;
-            theaters::upsert(&server.get().await?, id, info)
-                .await
-                .map_err(|err| rejected(server, err))
+        self.unless_rebalancing(|| {
+            self.in_key_transaction(theater_key(&id, LOCK_THEATER), |transaction, server| {
+                let info = info.clone();
+                Box::pin(async move {
+                    theaters::upsert(transaction, id, &info)
+                        .await
+                        .map_err(|err| rejected(server, err))
+                })
+            })
         })
         .await
     }
 
     pub async fn theater(&self, id: Uuid) -> Result<Option<Theater>, Error> {
-        let server = self.theater_primary(id)?;
-        theaters::get(&server.get().await?, id)
-            .await
-            .map_err(|err| rejected(server, err))
+        let mut attempt = 0;
+        loop {
+            let server = self.theater_primary(id)?;
+            let client = server.get().await?;
+            let theater = theaters::get(&client, id)
+                .await
+                .map_err(|err| rejected(server, err))?;
+            if self
+                .still_owns(
+                    &client,
+                    server,
+                    ids::route_hash(id),
+                    "theater",
+                    &mut attempt,
+                )
+                .await?
+            {
+                return Ok(theater);
+            }
+        }
     }
 
     /// The theaters among `ids`, one query per node that holds any.
     pub async fn theaters_by_id(&self, ids: &[Uuid]) -> Result<Vec<Theater>, Error> {
-        let mut by_node: Vec<(&Server, Vec<Uuid>)> = Vec::new();
-        for id in ids {
-            let server = self.theater_primary(*id)?;
-            match by_node.iter_mut().find(|(s, _)| std::ptr::eq(*s, server)) {
-                Some((_, group)) => group.push(*id),
-                None => by_node.push((server, vec![*id])),
+        let mut attempt = 0;
+        loop {
+            let mut by_node: Vec<(&Server, Vec<Uuid>)> = Vec::new();
+            for id in ids {
+                let server = self.theater_primary(*id)?;
+                match by_node.iter_mut().find(|(s, _)| std::ptr::eq(*s, server)) {
+                    Some((_, group)) => group.push(*id),
+                    None => by_node.push((server, vec![*id])),
+                }
+            }
+            let found = try_join_all(by_node.into_iter().map(|(server, group)| async move {
+                let client = server.get().await?;
+                let theaters = theaters::by_ids(&client, &group)
+                    .await
+                    .map_err(|err| rejected(server, err))?;
+                let hashes: Vec<u64> = group.iter().map(|id| ids::route_hash(*id)).collect();
+                let moved = key_data::first_fenced(&client, &hashes)
+                    .await
+                    .map_err(|err| rejected(server, err))?;
+                Ok::<_, Error>((server, theaters, moved))
+            }))
+            .await?;
+            match found.iter().find(|(_, _, moved)| moved.is_some()) {
+                Some((server, _, Some(moved_to))) => {
+                    self.after_stale_route(
+                        server,
+                        "theaters".to_owned(),
+                        moved_to.clone(),
+                        &mut attempt,
+                    )
+                    .await?;
+                }
+                _ => {
+                    return Ok(found
+                        .into_iter()
+                        .flat_map(|(_, theaters, _)| theaters)
+                        .collect())
+                }
             }
         }
-        let found = try_join_all(by_node.into_iter().map(|(server, group)| async move {
-            theaters::by_ids(&server.get().await?, &group)
-                .await
-                .map_err(|err| rejected(server, err))
-        }))
-        .await?;
-        Ok(found.into_iter().flatten().collect())
     }
 
     /// Every theater on every node, for the search index.
@@ -157,11 +217,16 @@ impl Storage {
 
     /// Deletes a theater that has no screens left.
     pub async fn delete_theater(&self, id: Uuid) -> Result<(), Error> {
-        let server = self.theater_primary(id)?;
-        match theaters::delete(&server.get().await?, id)
-            .await
-            .map_err(|err| rejected(server, err))?
-        {
+        let deleted = self
+            .in_key_transaction(theater_key(&id, LOCK_THEATER), |transaction, server| {
+                Box::pin(async move {
+                    theaters::delete(transaction, id)
+                        .await
+                        .map_err(|err| rejected(server, err))
+                })
+            })
+            .await?;
+        match deleted {
             None => Err(Error::Conflict(format!(
                 "theater {id} still has screens; delete them first"
             ))),
@@ -173,7 +238,9 @@ impl Storage {
         }
     }
 
-    /// Theaters on every node in a city and/or a bounding box.
+    /// Theaters on every node in a city and/or a bounding box. A theater
+    /// caught between a rebalance's copy and the deletion of its source is
+    /// on two nodes for a moment, with the same rows; it is listed once.
     pub async fn find_theaters(
         &self,
         city: Option<&str>,
@@ -185,7 +252,12 @@ impl Storage {
                 .map_err(|err| rejected(&shard.primary, err))
         }))
         .await?;
-        Ok(per_shard.into_iter().flatten().collect())
+        let mut seen = std::collections::HashSet::new();
+        Ok(per_shard
+            .into_iter()
+            .flatten()
+            .filter(|theater| seen.insert(theater.id))
+            .collect())
     }
 
     pub async fn put_screen(
@@ -195,59 +267,110 @@ impl Storage {
         name: &str,
         layout: &SeatLayout,
     ) -> Result<Screen, Error> {
-        let server = self.theater_primary(theater_id)?;
-        let client = server.get().await?;
-        if theaters::get(&client, theater_id)
-            .await
-            .map_err(|err| rejected(server, err))?
-            .is_none()
-        {
-            return Err(Error::NotFound {
-                what: "theater",
-                id: theater_id,
-            });
-        }
-        match theaters::upsert_screen(&client, id, theater_id, name, layout).await {
-            Ok(screen) => Ok(screen),
-            Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                Err(Error::Conflict(format!(
-                    "theater {theater_id} already has a screen named {name:?}"
-                )))
-            }
-            // The upsert's guard refuses to move a screen between theaters:
-            // the id belongs to another theater's screen.
-            Err(err)
-                if err.code().is_none()
-                    && err.to_string().contains("unexpected number of rows") =>
-            {
-                Err(Error::Conflict(format!(
-                    "screen {id} belongs to another theater"
-                )))
-            }
-            Err(err) => Err(rejected(server, err)),
-        }
+        self.in_key_transaction(
+            theater_key(&theater_id, SHARE_THEATER),
+            |transaction, server| {
+                let (name, layout) = (name.to_owned(), layout.clone());
+                Box::pin(async move {
+                    if theaters::get(transaction, theater_id)
+                        .await
+                        .map_err(|err| rejected(server, err))?
+                        .is_none()
+                    {
+                        return Err(Error::NotFound {
+                            what: "theater",
+                            id: theater_id,
+                        });
+                    }
+                    match theaters::upsert_screen(transaction, id, theater_id, &name, &layout).await
+                    {
+                        Ok(screen) => Ok(screen),
+                        Err(err)
+                            if err.code()
+                                == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                        {
+                            Err(Error::Conflict(format!(
+                                "theater {theater_id} already has a screen named {name:?}"
+                            )))
+                        }
+                        // The upsert's guard refuses to move a screen between
+                        // theaters: the id belongs to another theater's screen.
+                        Err(err)
+                            if err.code().is_none()
+                                && err.to_string().contains("unexpected number of rows") =>
+                        {
+                            Err(Error::Conflict(format!(
+                                "screen {id} belongs to another theater"
+                            )))
+                        }
+                        Err(err) => Err(rejected(server, err)),
+                    }
+                })
+            },
+        )
+        .await
     }
 
     pub async fn screen(&self, theater_id: Uuid, id: Uuid) -> Result<Option<Screen>, Error> {
-        let server = self.theater_primary(theater_id)?;
-        theaters::screen(&server.get().await?, theater_id, id)
-            .await
-            .map_err(|err| rejected(server, err))
+        let mut attempt = 0;
+        loop {
+            let server = self.theater_primary(theater_id)?;
+            let client = server.get().await?;
+            let screen = theaters::screen(&client, theater_id, id)
+                .await
+                .map_err(|err| rejected(server, err))?;
+            if self
+                .still_owns(
+                    &client,
+                    server,
+                    ids::route_hash(theater_id),
+                    "theater",
+                    &mut attempt,
+                )
+                .await?
+            {
+                return Ok(screen);
+            }
+        }
     }
 
     pub async fn screens(&self, theater_id: Uuid) -> Result<Vec<Screen>, Error> {
-        let server = self.theater_primary(theater_id)?;
-        theaters::screens(&server.get().await?, theater_id)
-            .await
-            .map_err(|err| rejected(server, err))
+        let mut attempt = 0;
+        loop {
+            let server = self.theater_primary(theater_id)?;
+            let client = server.get().await?;
+            let screens = theaters::screens(&client, theater_id)
+                .await
+                .map_err(|err| rejected(server, err))?;
+            if self
+                .still_owns(
+                    &client,
+                    server,
+                    ids::route_hash(theater_id),
+                    "theater",
+                    &mut attempt,
+                )
+                .await?
+            {
+                return Ok(screens);
+            }
+        }
     }
 
     pub async fn delete_screen(&self, theater_id: Uuid, id: Uuid) -> Result<(), Error> {
-        let server = self.theater_primary(theater_id)?;
-        match theaters::delete_screen(&server.get().await?, theater_id, id)
-            .await
-            .map_err(|err| rejected(server, err))?
-        {
+        let deleted = self
+            .in_key_transaction(
+                theater_key(&theater_id, SHARE_THEATER),
+                |transaction, server| {
+                    Box::pin(async move {
+                        theaters::delete_screen(transaction, theater_id, id)
+                            .await
+                            .map_err(|err| rejected(server, err))
+                    })
+                },
+            )
+            .await?;
+        match deleted {
             None => Err(Error::Conflict(format!(
                 "screen {id} has showtimes scheduled; delete them first"
             ))),
@@ -266,36 +389,49 @@ impl Storage {
         starts_at: DateTime<Utc>,
         ends_at: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let server = self.theater_primary(theater_id)?;
         loop {
-            let mut client = server.get().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(|err| rejected(server, err))?;
-            if !theaters::lock_screen(&transaction, screen_id)
-                .await
-                .map_err(|err| rejected(server, err))?
-            {
-                return Err(Error::NotFound {
-                    what: "screen",
-                    id: screen_id,
-                });
-            }
-            let clash =
-                theaters::overlapping(&transaction, screen_id, starts_at, ends_at, showtime_id)
-                    .await
-                    .map_err(|err| rejected(server, err))?;
+            let clash = self
+                .in_key_transaction(
+                    theater_key(&theater_id, SHARE_THEATER),
+                    |transaction, server| {
+                        Box::pin(async move {
+                            if !theaters::lock_screen(transaction, screen_id)
+                                .await
+                                .map_err(|err| rejected(server, err))?
+                            {
+                                return Err(Error::NotFound {
+                                    what: "screen",
+                                    id: screen_id,
+                                });
+                            }
+                            let clash = theaters::overlapping(
+                                transaction,
+                                screen_id,
+                                starts_at,
+                                ends_at,
+                                showtime_id,
+                            )
+                            .await
+                            .map_err(|err| rejected(server, err))?;
+                            if clash.is_none() {
+                                theaters::put_slot(
+                                    transaction,
+                                    screen_id,
+                                    showtime_id,
+                                    starts_at,
+                                    ends_at,
+                                )
+                                .await
+                                .map_err(|err| rejected(server, err))?;
+                            }
+                            Ok(clash)
+                        })
+                    },
+                )
+                .await?;
             let Some(clash) = clash else {
-                theaters::put_slot(&transaction, screen_id, showtime_id, starts_at, ends_at)
-                    .await
-                    .map_err(|err| rejected(server, err))?;
-                return transaction
-                    .commit()
-                    .await
-                    .map_err(|err| rejected(server, err));
+                return Ok(());
             };
-            drop(transaction);
             let orphan = clash.created_age_seconds > ORPHAN_SLOT_AGE_SECONDS
                 && self.showtime(clash.showtime_id).await?.is_none();
             if !orphan {
@@ -307,21 +443,32 @@ impl Storage {
                 )));
             }
             tracing::warn!(showtime = %clash.showtime_id, %screen_id, "clearing a reservation whose showtime was never written");
-            theaters::delete_slot(&server.get().await?, screen_id, clash.showtime_id)
-                .await
-                .map_err(|err| rejected(server, err))?;
+            self.delete_slot(theater_id, screen_id, clash.showtime_id)
+                .await?;
         }
     }
 
+    async fn delete_slot(
+        &self,
+        theater_id: Uuid,
+        screen_id: Uuid,
+        showtime_id: Uuid,
+    ) -> Result<u64, Error> {
+        self.in_key_transaction(
+            theater_key(&theater_id, SHARE_THEATER),
+            |transaction, server| {
+                Box::pin(async move {
+                    theaters::delete_slot(transaction, screen_id, showtime_id)
+                        .await
+                        .map_err(|err| rejected(server, err))
+                })
+            },
+        )
+        .await
+    }
+
     async fn release_slot(&self, theater_id: Uuid, screen_id: Uuid, showtime_id: Uuid) {
-        let outcome = async {
-            let server = self.theater_primary(theater_id)?;
-            theaters::delete_slot(&server.get().await?, screen_id, showtime_id)
-                .await
-                .map_err(|err| rejected(server, err))
-        }
-        .await;
-        if let Err(err) = outcome {
+        if let Err(err) = self.delete_slot(theater_id, screen_id, showtime_id).await {
             // The reservation blocks nothing for long: the next overlapping
             // request finds its showtime missing and clears it.
             tracing::warn!(error = %err, %showtime_id, "could not release a screen reservation");

@@ -25,10 +25,11 @@ pub enum Error {
         "the catalog places data on {node}, but the configuration has no connection details for it"
     )]
     UnconfiguredNode { node: String },
-    #[error("{component} no longer holds movie {movie}: it moved to {moved_to}; the shard map was reloaded and the request retried")]
+    #[error("{component} no longer holds {key}: it moved to {moved_to}; the shard map was reloaded and the request retried")]
     StaleMap {
         component: String,
-        movie: uuid::Uuid,
+        /// What moved: "movie <id>", "theater <id>", "account <id>"...
+        key: String,
         moved_to: String,
     },
     #[error("movie {0} does not exist")]
@@ -48,6 +49,12 @@ pub enum Error {
     #[error("movie {movie} differs between {source_node} and {target} after copying; the move was rolled back")]
     MoveVerification {
         movie: uuid::Uuid,
+        source_node: String,
+        target: String,
+    },
+    #[error("{keys} theaters and accounts differ between {source_node} and {target} after copying; the move was rolled back")]
+    KeyMoveVerification {
+        keys: usize,
         source_node: String,
         target: String,
     },

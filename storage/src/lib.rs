@@ -15,7 +15,9 @@
 //! - [`orders`]: orders, payments, tickets and idempotency keys.
 //! - [`outbox`]: domain events written with each change.
 //! - [`movie_data`]: all of one movie's rows, as a unit that moves.
+//! - [`key_data`]: theaters' and accounts' rows, in batches that move.
 //! - [`moves`]: moving one movie's data to another node while it serves.
+//! - `key_moves`: moving batches of theaters and accounts the same way.
 //! - [`rebalance`]: executing a change to the node registry.
 //! - [`demo`]: the demo catalogue built from the real data in `data/`.
 //! - [`Storage`]: the entry point that routes each query to its shard.
@@ -27,6 +29,8 @@ pub mod demo;
 pub mod demo_places;
 mod error;
 pub mod holds;
+pub mod key_data;
+mod key_moves;
 pub mod layout;
 pub mod migrations;
 pub mod moves;

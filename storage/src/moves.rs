@@ -116,8 +116,21 @@ impl Storage {
         self.drive(record).await
     }
 
-    /// Finishes or rolls back moves a crash left open; returns how many.
+    /// Finishes or rolls back moves a crash left open, movies' and key
+    /// batches', and clears the flag of a rebalance that died; returns how
+    /// many moves. A rebalance still beating is left to finish its own.
     pub async fn resume_moves(&self) -> Result<usize, Error> {
+        if self.rebalance_alive().await? {
+            return Ok(0);
+        }
+        let resumed = self.resume_movie_moves().await? + self.resume_key_moves().await?;
+        if self.clear_dead_rebalance().await? {
+            tracing::warn!("cleared the flag of a rebalance that stopped; run it again to finish");
+        }
+        Ok(resumed)
+    }
+
+    async fn resume_movie_moves(&self) -> Result<usize, Error> {
         let catalog = self.cluster().catalog();
         let rows = catalog
             .get()

@@ -1,21 +1,24 @@
-//! Executing a change to the node registry: moving every movie whose owner
-//! changes, then switching the registry in one catalog transaction.
+//! Executing a change to the node registry: moving every movie, theater,
+//! account and email index entry whose owner changes, then switching the
+//! registry in one catalog transaction.
 //!
 //! While the data moves, the old registry stays in force and each moved
-//! movie is pinned to its new node by an override, so reads and writes keep
-//! finding it. The switch then makes those nodes the movies' natural owners
-//! and drops the overrides that have become redundant, all at one map
-//! version. New movies wait for the switch (see [`Storage::create_movie`]).
-//! A failure part-way leaves the old registry in force with every moved
-//! movie pinned where its data is: consistent, and safe to run again.
-//!
-//! Theaters and account data do not move: each key the new registry would
-//! place elsewhere is pinned to the node that holds it, at the switch, so
-//! it keeps being found. New ones wait for the switch like new movies.
+//! key is pinned to its new node (movies by an override, the others in
+//! `route_pins`), so reads and writes keep finding it. The switch then
+//! makes those nodes the keys' natural owners and drops the pins that have
+//! become redundant, all at one map version. New movies, theaters and
+//! accounts wait for the switch (see [`Storage::create_movie`]). A failure
+//! part-way leaves the old registry in force with everything moved so far
+//! pinned where its data is: consistent, and safe to run again. A rebalance
+//! whose process died stops beating; the next instance to start clears
+//! its flag.
 
-use marquee_sharding::NodeId;
+use std::collections::BTreeMap;
+
+use marquee_sharding::{ids, NodeId, Placement};
 use uuid::Uuid;
 
+use crate::key_data::{Key, KeyBatch};
 use crate::movies::{Movie, NewMovie};
 use crate::store::{bump_map_version, rejected, NodeRecord, ShardMap};
 use crate::{Error, Storage};
@@ -24,19 +27,20 @@ use crate::{Error, Storage};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rebalanced {
     pub movies_moved: u64,
-    /// Theaters, accounts and email index entries left where they are and
-    /// pinned there.
-    pub keys_pinned: u64,
+    /// Theaters, accounts and email index entries moved.
+    pub keys_moved: u64,
     pub map_version: i64,
 }
 
-/// A key kept on the node that holds its data.
-#[derive(Debug, Clone)]
-struct Pin {
-    hash: u64,
-    node: NodeId,
-    kind: &'static str,
-}
+/// Keys moved per batch: each batch's keys wait for writes only while it
+/// is fenced, copied and compared.
+const KEY_BATCH: usize = 500;
+
+/// A rebalance that has not beaten for this long is taken for dead.
+const REBALANCE_STALE_AFTER: &str = "60 seconds";
+
+/// The keys to move, by source and target node.
+type KeyPlan = BTreeMap<(NodeId, NodeId), KeyBatch>;
 
 impl Storage {
     /// Creates a movie unless a rebalance is running.
@@ -82,7 +86,8 @@ impl Storage {
             .get()
             .await?
             .execute(
-                "update shard_map set rebalancing = true where not rebalancing",
+                "update shard_map set rebalancing = true, rebalance_heartbeat = now() \
+                 where not rebalancing",
                 &[],
             )
             .await
@@ -103,6 +108,56 @@ impl Storage {
         Ok(rebalanced)
     }
 
+    /// Clears the flag of a rebalance that stopped beating: its process
+    /// died. Its moves were resumed or rolled back first, so the old
+    /// registry is in force with everything moved pinned where it is.
+    /// True if there was one.
+    pub(crate) async fn clear_dead_rebalance(&self) -> Result<bool, Error> {
+        let catalog = self.cluster().catalog();
+        let cleared = catalog
+            .get()
+            .await?
+            .execute(
+                &format!(
+                    "update shard_map set rebalancing = false where rebalancing \
+                     and coalesce(rebalance_heartbeat < now() - interval '{REBALANCE_STALE_AFTER}', true)"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|err| rejected(catalog, err))?;
+        Ok(cleared > 0)
+    }
+
+    /// Whether a rebalance is running and alive.
+    pub(crate) async fn rebalance_alive(&self) -> Result<bool, Error> {
+        let catalog = self.cluster().catalog();
+        Ok(catalog
+            .get()
+            .await?
+            .query_one(
+                &format!(
+                    "select rebalancing and coalesce(rebalance_heartbeat >= now() - interval '{REBALANCE_STALE_AFTER}', false) \
+                     from shard_map"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|err| rejected(catalog, err))?
+            .get(0))
+    }
+
+    async fn beat(&self) -> Result<(), Error> {
+        let catalog = self.cluster().catalog();
+        catalog
+            .get()
+            .await?
+            .execute("update shard_map set rebalance_heartbeat = now()", &[])
+            .await
+            .map_err(|err| rejected(catalog, err))?;
+        Ok(())
+    }
+
     async fn move_and_switch(&self, after: Vec<NodeRecord>) -> Result<Rebalanced, Error> {
         self.load_placement().await?;
         let target_map = ShardMap {
@@ -117,15 +172,11 @@ impl Storage {
                 .iter()
                 .any(|record| record.name == node.as_str() && record.effective_weight() > 0)
         };
-        let pins = self.unmoved_keys(&target_placement, &active_after).await?;
         let mut moved = 0u64;
         for (node, ids) in self.movie_ids().await? {
             for id in ids {
                 // A dedicated movie stays on its node unless that node leaves.
-                let target = match routing
-                    .overrides
-                    .get(&marquee_sharding::ids::route_hash(id))
-                {
+                let target = match routing.overrides.get(&ids::route_hash(id)) {
                     Some(dedicated) if active_after(dedicated) => dedicated.clone(),
                     _ => match target_placement.route(id.as_bytes()) {
                         Some(target) => target.clone(),
@@ -134,57 +185,58 @@ impl Storage {
                 };
                 if target != node {
                     self.move_to(id, target).await?;
+                    self.beat().await?;
                     moved += 1;
                 }
             }
         }
-        let map_version = self.switch(&target_map, &pins).await?;
+        let mut keys_moved = 0u64;
+        for ((source, target), batch) in self.keys_to_move(&target_placement).await? {
+            for chunk in batch.chunks(KEY_BATCH) {
+                keys_moved += chunk.len() as u64;
+                self.move_keys(source.clone(), target.clone(), chunk)
+                    .await?;
+                self.beat().await?;
+            }
+        }
+        let map_version = self.switch(&target_map).await?;
         Ok(Rebalanced {
             movies_moved: moved,
-            keys_pinned: pins.len() as u64,
+            keys_moved,
             map_version,
         })
     }
 
     /// How many theater, account and email index keys a rebalance to
-    /// `after` would pin where they are; the conflict a rebalance would be
-    /// refused with, if a drained node holds any.
-    pub async fn keys_to_pin(&self, after: &[NodeRecord]) -> Result<u64, Error> {
+    /// `after` would move.
+    pub async fn keys_moving(&self, after: &[NodeRecord]) -> Result<u64, Error> {
         let target_map = ShardMap {
             version: 0,
             nodes: after.to_vec(),
         };
-        let active_after = |node: &NodeId| {
-            target_map
-                .nodes
-                .iter()
-                .any(|record| record.name == node.as_str() && record.effective_weight() > 0)
-        };
-        let pins = self
-            .unmoved_keys(&target_map.placement(), &active_after)
-            .await?;
-        Ok(pins.len() as u64)
+        Ok(self
+            .keys_to_move(&target_map.placement())
+            .await?
+            .values()
+            .map(|batch| batch.len() as u64)
+            .sum())
     }
 
-    /// Theaters, accounts and email index entries whose owner the new
-    /// registry changes. They stay where their data is, pinned there at the
-    /// switch. A node that leaves cannot keep them, so draining one that
-    /// holds any is refused before anything moves.
-    async fn unmoved_keys(
-        &self,
-        target: &marquee_sharding::Placement,
-        active_after: &impl Fn(&NodeId) -> bool,
-    ) -> Result<Vec<Pin>, Error> {
+    /// Theaters, accounts and email index entries whose owner `target`
+    /// changes, by where they are and where they go. A key counts where the
+    /// map in force places it; rows a node holds that the map places
+    /// elsewhere are a moved key's fenced leftovers and stay put.
+    async fn keys_to_move(&self, target: &Placement) -> Result<KeyPlan, Error> {
         let routing = self.cluster().routing();
-        let mut pins = Vec::new();
+        let mut plan = KeyPlan::new();
         for shard in self.cluster().shards() {
             let node = shard.id();
             let server = &shard.primary;
             let client = server.get().await?;
-            let mut hashes: Vec<(u64, &'static str)> = Vec::new();
-            for (sql, kind) in [
-                ("select id from theaters", "theater"),
-                ("select id from users", "user"),
+            let mut keys: Vec<Key> = Vec::new();
+            for (sql, theater) in [
+                ("select id from theaters", true),
+                ("select id from users", false),
             ] {
                 for row in client
                     .query(sql, &[])
@@ -192,7 +244,11 @@ impl Storage {
                     .map_err(|err| rejected(server, err))?
                 {
                     let id: Uuid = row.get(0);
-                    hashes.push((marquee_sharding::ids::route_hash(id), kind));
+                    keys.push(if theater {
+                        Key::Theater(id)
+                    } else {
+                        Key::User(id)
+                    });
                 }
             }
             for row in client
@@ -200,36 +256,29 @@ impl Storage {
                 .await
                 .map_err(|err| rejected(server, err))?
             {
-                let email: String = row.get(0);
-                hashes.push((
-                    marquee_sharding::placement::hash_key(email.as_bytes()),
-                    "email",
-                ));
+                keys.push(Key::Email(row.get(0)));
             }
-            for (hash, kind) in hashes {
+            for key in keys {
+                let hash = key.hash();
                 if routing.route_hash(hash) != Some(node) {
                     continue;
                 }
-                if !active_after(node) {
-                    return Err(Error::Conflict(format!(
-                        "{node} holds theater and account data, which a rebalance does not move; it cannot be drained yet"
-                    )));
-                }
-                if target.route_hash(hash) != Some(node) {
-                    pins.push(Pin {
-                        hash,
-                        node: node.clone(),
-                        kind,
-                    });
+                let owner = target
+                    .route_hash(hash)
+                    .ok_or_else(|| Error::NodeNotActive("any".to_owned()))?;
+                if owner != node {
+                    plan.entry((node.clone(), owner.clone()))
+                        .or_default()
+                        .push(key);
                 }
             }
         }
-        Ok(pins)
+        Ok(plan)
     }
 
     /// Writes the new registry, drops overrides that now match placement,
     /// and bumps the version: one catalog transaction.
-    async fn switch(&self, target_map: &ShardMap, pins: &[Pin]) -> Result<i64, Error> {
+    async fn switch(&self, target_map: &ShardMap) -> Result<i64, Error> {
         let placement = target_map.placement();
         let catalog = self.cluster().catalog();
         let mut client = catalog.get().await?;
@@ -262,20 +311,6 @@ impl Storage {
                     .await
                     .map_err(|err| rejected(catalog, err))?;
             }
-        }
-        for pin in pins {
-            transaction
-                .execute(
-                    "insert into route_pins (hash, node, kind) values ($1, $2, $3) \
-                     on conflict (hash) do update set node = excluded.node",
-                    &[
-                        &i64::from_ne_bytes(pin.hash.to_ne_bytes()),
-                        &pin.node.as_str(),
-                        &pin.kind,
-                    ],
-                )
-                .await
-                .map_err(|err| rejected(catalog, err))?;
         }
         let stale_pins = transaction
             .query("select hash, node from route_pins", &[])

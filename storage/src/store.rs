@@ -5,6 +5,7 @@ use futures::future::{join_all, try_join_all};
 use marquee_sharding::{ids, Cluster, NodeId, Placement, Routing, Server};
 use uuid::Uuid;
 
+use crate::key_data;
 use crate::layout::SeatLayout;
 use crate::migrations::{self, Migration};
 use crate::movies::{self, Movie, NewMovie};
@@ -102,6 +103,43 @@ const LAYOUT_CACHE_LIMIT: usize = 10_000;
 /// over.
 const FACTS_CACHE_LIMIT: usize = 200_000;
 
+/// How a write reaches a theater, an account or an email index entry: the
+/// key's routing hash, and a statement taking `param` that locks its root
+/// row (theater, user or index entry) against a rebalance's fence.
+pub(crate) struct KeyLock<'a> {
+    pub hash: u64,
+    pub kind: &'static str,
+    pub lock: &'static str,
+    pub param: &'a (dyn tokio_postgres::types::ToSql + Sync),
+}
+
+impl KeyLock<'_> {
+    fn describe(&self) -> String {
+        format!("{} {:?}", self.kind, self.param)
+    }
+}
+
+/// Takes a key's lock, then reads its fence: the node it moved to, if it
+/// moved. Sent together and run in order, so the fence is read once the
+/// lock is held and a fence committed by a move is always seen.
+async fn lock_key(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    key: &KeyLock<'_>,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let (lock, fence) = futures::try_join!(
+        transaction.prepare_cached(key.lock),
+        transaction.prepare_cached(key_data::FENCE),
+    )?;
+    let hash = key_data::stored_hash(key.hash);
+    let lock_params = [key.param];
+    let fence_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&hash];
+    let (_, fence) = futures::try_join!(
+        transaction.query(&lock, &lock_params),
+        transaction.query_opt(&fence, &fence_params),
+    )?;
+    Ok(fence.map(|row| row.get(0)))
+}
+
 impl Storage {
     pub fn new(cluster: Arc<Cluster>, schema: impl Into<String>) -> Self {
         Self {
@@ -196,7 +234,7 @@ impl Storage {
             Ok(exists) => Ok(Some((transaction, exists))),
             Err(moved_to) => {
                 drop(transaction);
-                self.after_stale_route(server, movie, moved_to, attempt)
+                self.after_stale_route(server, format!("movie {movie}"), moved_to, attempt)
                     .await?;
                 Ok(None)
             }
@@ -244,6 +282,163 @@ impl Storage {
                 }
                 Outcome::Rollback(value) => Ok(value),
             };
+        }
+    }
+
+    /// Opens a transaction on `client` with a key's root row locked against
+    /// a rebalance's fence. When the key was fenced here (it moved), the
+    /// transaction is dropped, the map reloaded, and `None` tells the caller
+    /// to retry on the new node.
+    async fn begin_on_key<'a>(
+        &self,
+        client: &'a mut deadpool_postgres::Client,
+        server: &Server,
+        key: &KeyLock<'_>,
+        attempt: &mut u32,
+    ) -> Result<Option<deadpool_postgres::Transaction<'a>>, Error> {
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|err| rejected(server, err))?;
+        match lock_key(&transaction, key)
+            .await
+            .map_err(|err| rejected(server, err))?
+        {
+            None => Ok(Some(transaction)),
+            Some(moved_to) => {
+                drop(transaction);
+                self.after_stale_route(server, key.describe(), moved_to, attempt)
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs `work` in one transaction on the node that owns a theater, an
+    /// account or an email index entry, with the key's root row locked
+    /// against a rebalance's fence. A key fenced there has moved: the map
+    /// is reloaded and the work retried on its new node, so nothing is ever
+    /// written on the wrong one.
+    pub(crate) async fn in_key_transaction<T>(
+        &self,
+        key: KeyLock<'_>,
+        work: impl for<'t> Fn(
+            &'t deadpool_postgres::Transaction<'t>,
+            &'t Server,
+        ) -> futures::future::BoxFuture<'t, Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let mut attempt = 0;
+        loop {
+            let server = &self.cluster.route_hash(key.hash)?.primary;
+            let mut client = server.get().await?;
+            let Some(transaction) = self
+                .begin_on_key(&mut client, server, &key, &mut attempt)
+                .await?
+            else {
+                continue;
+            };
+            let value = work(&transaction, server).await?;
+            transaction
+                .commit()
+                .await
+                .map_err(|err| rejected(server, err))?;
+            return Ok(value);
+        }
+    }
+
+    /// Runs one statement, after the key's lock, on the node that owns the
+    /// key; see [`Self::in_key_transaction`].
+    pub(crate) async fn write_key(
+        &self,
+        key: KeyLock<'_>,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, Error> {
+        let mut attempt = 0;
+        loop {
+            let server = &self.cluster.route_hash(key.hash)?.primary;
+            let mut client = server.get().await?;
+            let Some(transaction) = self
+                .begin_on_key(&mut client, server, &key, &mut attempt)
+                .await?
+            else {
+                continue;
+            };
+            let statement = transaction
+                .prepare_cached(sql)
+                .await
+                .map_err(|err| rejected(server, err))?;
+            let rows = transaction
+                .query(&statement, params)
+                .await
+                .map_err(|err| rejected(server, err))?;
+            transaction
+                .commit()
+                .await
+                .map_err(|err| rejected(server, err))?;
+            return Ok(rows);
+        }
+    }
+
+    /// Runs one read on the node that owns a key, then makes sure that
+    /// node has not fenced it: a node whose copy moved away answers as if
+    /// the key had nothing, so its answer only stands when no fence is
+    /// there. The fence is read after the data, so a copy deleted in
+    /// between is never mistaken for an empty one.
+    pub(crate) async fn read_key(
+        &self,
+        hash: u64,
+        kind: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, Error> {
+        let mut attempt = 0;
+        loop {
+            let server = &self.cluster.route_hash(hash)?.primary;
+            let client = server.get().await?;
+            let statement = client
+                .prepare_cached(sql)
+                .await
+                .map_err(|err| rejected(server, err))?;
+            let rows = client
+                .query(&statement, params)
+                .await
+                .map_err(|err| rejected(server, err))?;
+            if self
+                .still_owns(&client, server, hash, kind, &mut attempt)
+                .await?
+            {
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// Whether the node behind `client` still owns a key it was just read
+    /// from: false, after reloading the map, when the node has fenced the
+    /// key, and the caller reads again where it moved.
+    pub(crate) async fn still_owns(
+        &self,
+        client: &deadpool_postgres::Client,
+        server: &Server,
+        hash: u64,
+        kind: &'static str,
+        attempt: &mut u32,
+    ) -> Result<bool, Error> {
+        match key_data::fenced(client, hash)
+            .await
+            .map_err(|err| rejected(server, err))?
+        {
+            None => Ok(true),
+            Some(moved_to) => {
+                self.after_stale_route(
+                    server,
+                    format!("{kind} with routing hash {hash:016x}"),
+                    moved_to,
+                    attempt,
+                )
+                .await?;
+                Ok(false)
+            }
         }
     }
 
@@ -517,8 +712,13 @@ impl Storage {
                 }
                 Err(moved_to) => {
                     drop(transaction);
-                    self.after_stale_route(server, movie.id, moved_to, &mut attempt)
-                        .await?;
+                    self.after_stale_route(
+                        server,
+                        format!("movie {}", movie.id),
+                        moved_to,
+                        &mut attempt,
+                    )
+                    .await?;
                 }
             }
         }
@@ -541,20 +741,20 @@ impl Storage {
             {
                 None => return Ok(None),
                 Some(moved_to) => {
-                    self.after_stale_route(server, id, moved_to, &mut attempt)
+                    self.after_stale_route(server, format!("movie {id}"), moved_to, &mut attempt)
                         .await?
                 }
             }
         }
     }
 
-    /// Reloads the shard map after a node refused a movie it no longer
-    /// owns. A move's cut-over lands in the catalog moments after the
-    /// fence, so a few short waits cover it; past those the refusal stands.
+    /// Reloads the shard map after a node refused a key it no longer owns.
+    /// A move's cut-over lands in the catalog moments after the fence, so a
+    /// few short waits cover it; past those the refusal stands.
     pub(crate) async fn after_stale_route(
         &self,
         server: &Server,
-        movie: Uuid,
+        key: String,
         moved_to: String,
         attempt: &mut u32,
     ) -> Result<(), Error> {
@@ -563,11 +763,11 @@ impl Storage {
         if *attempt >= ATTEMPTS {
             return Err(Error::StaleMap {
                 component: server.component(),
-                movie,
+                key,
                 moved_to,
             });
         }
-        tracing::debug!(%movie, node = %server.node(), %moved_to, "stale shard map; reloading");
+        tracing::debug!(%key, node = %server.node(), %moved_to, "stale shard map; reloading");
         if *attempt > 1 {
             tokio::time::sleep(std::time::Duration::from_millis(20 << *attempt)).await;
         }
@@ -605,7 +805,7 @@ impl Storage {
                 {
                     return Err(Error::StaleMap {
                         component: server.component(),
-                        movie: movie.id,
+                        key: format!("movie {}", movie.id),
                         moved_to,
                     });
                 }

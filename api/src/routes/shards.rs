@@ -142,12 +142,9 @@ struct Plan {
     transfers: Vec<Transfer>,
     movies_moving: u64,
     movies_total: u64,
-    /// Theaters, accounts and email index entries that would stay on their
-    /// node, pinned there, because a rebalance does not move them.
-    keys_pinned: u64,
-    /// Why executing this plan would be refused (409), if it would.
-    #[oai(skip_serializing_if_is_none)]
-    refused: Option<String>,
+    /// Theaters, accounts and email index entries that would move, each
+    /// with its screens, sessions, mailed tokens and bookings index.
+    keys_moving: u64,
     /// The map as it would be after the change.
     nodes_after: Vec<PlannedNode>,
 }
@@ -209,11 +206,7 @@ impl ShardsApi {
         let request = body.0;
         let map = state.storage.shard_map().await?;
         let after = apply_changes(&state, &map.nodes, &request)?;
-        let (keys_pinned, refused) = match state.storage.keys_to_pin(&after).await {
-            Ok(pinned) => (pinned, None),
-            Err(marquee_storage::Error::Conflict(reason)) => (0, Some(reason)),
-            Err(err) => return Err(err.into()),
-        };
+        let keys_moving = state.storage.keys_moving(&after).await?;
         let before_placement = map.placement();
         let after_map = marquee_storage::ShardMap {
             version: map.version,
@@ -225,8 +218,7 @@ impl ShardsApi {
             compute_plan(&before_placement, &after_map, &after_placement, &ids)
         })
         .await?;
-        plan.keys_pinned = keys_pinned;
-        plan.refused = refused;
+        plan.keys_moving = keys_moving;
         Ok(Json(plan))
     }
 }
@@ -334,8 +326,7 @@ fn compute_plan(
             .collect(),
         movies_moving: moving,
         movies_total: total,
-        keys_pinned: 0,
-        refused: None,
+        keys_moving: 0,
         nodes_after: after_map
             .nodes
             .iter()
@@ -390,9 +381,8 @@ impl Validate for PlacementRequest {
 #[derive(Debug, Object)]
 struct RebalancedView {
     movies_moved: u64,
-    /// Theaters, accounts and email index entries the new registry would
-    /// place elsewhere, kept on the node that holds them.
-    keys_pinned: u64,
+    /// Theaters, accounts and email index entries moved.
+    keys_moved: u64,
     /// The shard map version with the new registry.
     map_version: i64,
 }
@@ -409,12 +399,12 @@ struct MovedView {
 
 #[OpenApi(tag = "ApiTags::Shards")]
 impl PlacementApi {
-    /// Executes a plan: moves every movie whose node changes while it keeps
-    /// serving, pins theaters and accounts whose node would change to the
-    /// node that holds them, then switches the registry in one step. New
-    /// movies, theaters and accounts are refused with 503 until it finishes;
-    /// draining a node that holds theaters or accounts is refused with 409.
-    /// Accepts the same body as the plan.
+    /// Executes a plan: moves every movie whose node changes, then every
+    /// theater and account in batches, each while it keeps serving (a
+    /// batch's writes wait while it is fenced and copied), then switches
+    /// the registry in one step. New movies, theaters and accounts are
+    /// refused with 503 until it finishes. Accepts the same body as the
+    /// plan.
     #[oai(path = "/v1/admin/shards/rebalance", method = "post")]
     async fn rebalance(
         &self,
@@ -427,7 +417,7 @@ impl PlacementApi {
         let done = state.storage.rebalance(after).await?;
         Ok(Json(RebalancedView {
             movies_moved: done.movies_moved,
-            keys_pinned: done.keys_pinned,
+            keys_moved: done.keys_moved,
             map_version: done.map_version,
         }))
     }

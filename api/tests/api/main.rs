@@ -8,6 +8,7 @@ mod catalog;
 mod health;
 mod helpers;
 mod isolation;
+mod key_moves;
 mod metrics;
 mod migrations;
 mod moves;
