@@ -59,6 +59,9 @@ pub struct NodeLoad {
     /// Seats held, sold or blocked.
     pub seat_states: i64,
     pub orders: i64,
+    pub theaters: i64,
+    /// Accounts, erased ones included.
+    pub accounts: i64,
     /// Orders confirmed over the last minute, per second.
     pub bookings_per_second: f64,
 }
@@ -628,7 +631,8 @@ impl Storage {
                     "select (select count(*) from movies), (select count(*) from showtimes), \
                          (select count(*) from seat_states), (select count(*) from orders), \
                          (select count(*) from orders where status = 'confirmed' \
-                             and confirmed_at > now() - interval '60 seconds')",
+                             and confirmed_at > now() - interval '60 seconds'), \
+                         (select count(*) from theaters), (select count(*) from users)",
                     &[],
                 )
                 .await
@@ -640,6 +644,8 @@ impl Storage {
                 showtimes: row.get(1),
                 seat_states: row.get(2),
                 orders: row.get(3),
+                theaters: row.get(5),
+                accounts: row.get(6),
                 bookings_per_second: recent as f64 / 60.0,
             })
         }))

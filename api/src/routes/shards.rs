@@ -35,6 +35,9 @@ struct NodeView {
     /// Seats held, sold or blocked.
     seat_states: i64,
     orders: i64,
+    theaters: i64,
+    /// Accounts, erased ones included.
+    accounts: i64,
     /// Orders confirmed over the last minute, per second.
     bookings_per_second: f64,
 }
@@ -180,6 +183,8 @@ impl ShardsApi {
                     showtimes: load.map_or(0, |load| load.showtimes),
                     seat_states: load.map_or(0, |load| load.seat_states),
                     orders: load.map_or(0, |load| load.orders),
+                    theaters: load.map_or(0, |load| load.theaters),
+                    accounts: load.map_or(0, |load| load.accounts),
                     bookings_per_second: load.map_or(0.0, |load| load.bookings_per_second),
                     name: node.name,
                     weight: node.weight,

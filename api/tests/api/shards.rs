@@ -32,9 +32,27 @@ async fn plan(app: &TestApp, body: serde_json::Value) -> reqwest::Response {
 }
 
 #[tokio::test]
-async fn the_shard_map_lists_every_node_with_its_slots_and_movies() {
+async fn the_shard_map_lists_every_node_with_its_slots_movies_theaters_and_accounts() {
     let app = spawn_app().await;
     seed_movies(&app, 12).await;
+    for index in 0..3 {
+        app.state
+            .storage
+            .put_theater(uuid::Uuid::now_v7(), &theater_info(index))
+            .await
+            .expect("theater");
+    }
+    let id = uuid::Uuid::now_v7();
+    app.state
+        .storage
+        .register(&marquee_storage::accounts::NewAccount {
+            id,
+            email: &format!("{}@example.com", id.simple()),
+            name: "Counted",
+            password_hash: "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
+        })
+        .await
+        .expect("account");
 
     let map: serde_json::Value = admin_get(&app, "/v1/admin/shards")
         .await
@@ -50,6 +68,9 @@ async fn the_shard_map_lists_every_node_with_its_slots_and_movies() {
     assert_eq!(slots, map["slots"].as_u64().expect("slots"));
     let movies: i64 = nodes.iter().filter_map(|n| n["movies"].as_i64()).sum();
     assert_eq!(movies, 12);
+    let sum = |field: &str| nodes.iter().filter_map(|n| n[field].as_i64()).sum::<i64>();
+    assert_eq!(sum("theaters"), 3);
+    assert_eq!(sum("accounts"), 1);
     assert!(nodes
         .iter()
         .all(|n| n["state"] == "active" && n["weight"] == 1));
