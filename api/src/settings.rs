@@ -37,6 +37,8 @@ pub struct Settings {
     pub mail: marquee_notify::MailSettings,
     #[serde(default)]
     pub relay: marquee_relay::Settings,
+    #[serde(default)]
+    pub notifications: marquee_notifications::Settings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -65,6 +65,8 @@ pub enum StartupError {
     Auth(#[from] marquee_auth::Error),
     #[error("the outbox relay could not start: {0}")]
     Relay(#[from] marquee_relay::Error),
+    #[error("the notification service could not start: {0}")]
+    Notifications(#[from] marquee_notifications::Error),
     #[error("index build task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -217,6 +219,7 @@ pub struct Application {
     refresher: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
     relay: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
     /// The in-process sandbox gateway, when no real one is configured; it
     /// stops when the application is dropped.
     _gateway: Option<RunningGateway>,
@@ -347,6 +350,14 @@ impl Application {
             state.metrics.registry(),
         )?)
         .spawn();
+        let notifier = Arc::new(marquee_notifications::Notifier::new(
+            state.storage.clone(),
+            state.auth.mailer.clone(),
+            &settings.broker.bootstrap_servers,
+            settings.notifications.clone(),
+            state.metrics.registry(),
+        )?)
+        .spawn();
 
         Ok(Self {
             addr: bound,
@@ -357,6 +368,7 @@ impl Application {
             refresher,
             sweeper,
             relay,
+            notifier,
             _gateway: gateway,
         })
     }
@@ -382,6 +394,7 @@ impl Application {
         self.refresher.abort();
         self.sweeper.abort();
         self.relay.abort();
+        self.notifier.abort();
         served
     }
 }

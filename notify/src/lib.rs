@@ -1,11 +1,14 @@
 //! Outgoing mail. Account messages (verification, password reset, security
-//! notices) leave through one SMTP relay; locally that relay is the sink
-//! `scripts/cluster` runs, which files every message in a Maildir.
+//! notices) and booking notices leave through one SMTP relay; locally that
+//! relay is the sink `scripts/cluster` runs, which files every message in a
+//! Maildir. [`ticket`] makes what a confirmation attaches.
+
+pub mod ticket;
 
 use std::time::Duration;
 
 use lettre::message::header::{ContentTransferEncoding, ContentType};
-use lettre::message::{Body, Mailbox};
+use lettre::message::{Attachment as Part, Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
@@ -42,16 +45,28 @@ pub enum Error {
     Address(String),
     #[error("the message could not be built: {0}")]
     Build(#[from] lettre::error::Error),
+    #[error("an attachment could not be made: {0}")]
+    Attachment(String),
     #[error("the mail relay refused or failed: {0}")]
     Send(#[from] lettre::transport::smtp::Error),
 }
 
 /// One message to one person.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Mail {
     pub to: String,
     pub subject: String,
     pub text: String,
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file sent with a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub filename: String,
+    /// A MIME type, e.g. `image/png` or `text/calendar; method=PUBLISH`.
+    pub content_type: String,
+    pub content: Vec<u8>,
 }
 
 /// Sends mail through the configured relay; cheap to clone.
@@ -101,12 +116,28 @@ impl Mailer {
         // to an encoding that fits when a line is too long for 8-bit.
         let body = Body::new_with_encoding(mail.text.clone(), ContentTransferEncoding::EightBit)
             .unwrap_or_else(Body::new);
-        let message = Message::builder()
+        let builder = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(mail.subject.as_str())
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)?;
+            .subject(mail.subject.as_str());
+        let message = if mail.attachments.is_empty() {
+            builder.header(ContentType::TEXT_PLAIN).body(body)?
+        } else {
+            let text = SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(body);
+            let mut parts = MultiPart::mixed().singlepart(text);
+            for attachment in &mail.attachments {
+                let content_type = ContentType::parse(&attachment.content_type).map_err(|_| {
+                    Error::Attachment(format!("{:?} is not a MIME type", attachment.content_type))
+                })?;
+                parts = parts.singlepart(
+                    Part::new(attachment.filename.clone())
+                        .body(attachment.content.clone(), content_type),
+                );
+            }
+            builder.multipart(parts)?
+        };
         self.transport.send(message).await?;
         Ok(())
     }

@@ -81,9 +81,12 @@ pub fn topic_of(aggregate: &str) -> &'static str {
 }
 
 /// What consumers receive: the event and where it came from, so that
-/// `(node, seq)` identifies it across redeliveries.
-fn message(node: &str, event: &Outgoing) -> String {
+/// `(node, seq)` identifies it across redeliveries, and which deployment
+/// (its database schema) wrote it, so deployments sharing a broker ignore
+/// each other's events.
+fn message(deployment: &str, node: &str, event: &Outgoing) -> String {
     serde_json::json!({
+        "deployment": deployment,
         "node": node,
         "seq": event.seq,
         "aggregate": event.aggregate,
@@ -198,7 +201,7 @@ impl Relay {
             // Polled together, in sequence order: each is queued on its first
             // poll, so the producer sends them in that order.
             let deliveries = events.iter().map(|event| {
-                let payload = message(&node, event);
+                let payload = message(self.storage.schema(), &node, event);
                 let key = event.aggregate_id.to_string();
                 let topic = topic_of(&event.aggregate);
                 async move {

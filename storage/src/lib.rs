@@ -19,6 +19,7 @@
 //! - [`moves`]: moving one movie's data to another node while it serves.
 //! - `key_moves`: moving batches of theaters and accounts the same way.
 //! - [`rebalance`]: executing a change to the node registry.
+//! - [`receipts`]: which notifications each outbox event already caused.
 //! - [`demo`]: the demo catalogue built from the real data in `data/`.
 //! - [`Storage`]: the entry point that routes each query to its shard.
 
@@ -39,6 +40,7 @@ pub mod movies;
 pub mod orders;
 pub mod outbox;
 pub mod rebalance;
+pub mod receipts;
 pub mod seating;
 pub mod showtimes;
 mod store;

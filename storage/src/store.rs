@@ -445,6 +445,12 @@ impl Storage {
         }
     }
 
+    /// The schema this deployment's tables live in on every node; it
+    /// also names the deployment in the change stream.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
     }

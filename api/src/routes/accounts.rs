@@ -667,6 +667,7 @@ impl AppState {
                 name = account.name.as_deref().unwrap_or("there"),
                 base = settings.public_url.trim_end_matches('/'),
             ),
+            ..Mail::default()
         });
         Ok(())
     }
@@ -680,6 +681,7 @@ impl AppState {
                     "Hello {},\n\n{text}\n\nIf this was not you, reset your password at once.\n",
                     account.name.as_deref().unwrap_or("there")
                 ),
+                ..Mail::default()
             });
         }
     }

@@ -13,6 +13,7 @@ mod metrics;
 mod migrations;
 mod moves;
 mod movies;
+mod notifications;
 mod openapi;
 mod problems;
 mod relay;

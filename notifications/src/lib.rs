@@ -1,0 +1,379 @@
+//! The notification service: reads booking events from the change stream
+//! and tells customers by email, with the tickets as QR images and the
+//! showtime as a calendar entry.
+//!
+//! Delivery is at least once from the broker; the service makes it once
+//! for the customer. It consumes in a consumer group (`group_id` plus the
+//! deployment), commits an offset only after the event is handled, and
+//! claims a receipt per event and channel (`storage::receipts`) before
+//! sending, so an event delivered again (after a crash, a rebalance of the
+//! group, or a broker that lost its offsets and had the outbox replayed)
+//! finds its receipt and sends nothing. An event that keeps failing is
+//! retried with growing waits, then parked on the dead-letter topic with
+//! its error so the partition moves on.
+
+mod compose;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use marquee_notify::Mailer;
+use marquee_sharding::NodeId;
+use marquee_storage::receipts::Claim;
+use marquee_storage::Storage;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message};
+use serde::Deserialize;
+use uuid::Uuid;
+
+pub use compose::{cancellation, confirmation, Booking};
+
+/// The topic booking events arrive on.
+pub const ORDERS_TOPIC: &str = "marquee.orders";
+
+/// The email channel's name in receipts and metrics.
+const EMAIL: &str = "email";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The consumer group; the deployment's name is appended, so
+    /// deployments sharing a broker each get every event.
+    pub group_id: String,
+    /// Tries per event before it is dead-lettered.
+    pub max_attempts: u32,
+    /// The wait before the second try; it doubles for each after.
+    pub retry_base_ms: u64,
+    /// A receipt claimed this long ago and never marked sent belongs to a
+    /// consumer that died mid-send; the event may be sent again.
+    pub claim_timeout_seconds: u64,
+    pub dead_letter_topic: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            group_id: "marquee-notifications".to_owned(),
+            max_attempts: 5,
+            retry_base_ms: 200,
+            claim_timeout_seconds: 60,
+            dead_letter_topic: "marquee.notifications.dead-letter".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Storage(#[from] marquee_storage::Error),
+    #[error(transparent)]
+    Mail(#[from] marquee_notify::Error),
+    #[error("the broker failed: {0}")]
+    Broker(#[from] KafkaError),
+    #[error("notification metrics could not be registered: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("the event is malformed: {0}")]
+    Malformed(String),
+    #[error("another consumer is sending this notification now")]
+    InFlight,
+}
+
+impl Error {
+    /// Whether trying again can help: a malformed event stays malformed.
+    fn is_transient(&self) -> bool {
+        !matches!(self, Error::Malformed(_))
+    }
+}
+
+/// An event as the outbox relay publishes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Envelope {
+    #[serde(default)]
+    pub deployment: Option<String>,
+    pub node: String,
+    pub seq: i64,
+    pub aggregate: String,
+    pub aggregate_id: Uuid,
+    pub event: String,
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What handling one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Sent,
+    /// Sent before: a redelivery.
+    Duplicate,
+    /// Not for this service, or for nobody it can reach (another
+    /// deployment's event, an erased account, an order it does not hold).
+    Skipped,
+}
+
+impl Handled {
+    fn label(self) -> &'static str {
+        match self {
+            Handled::Sent => "sent",
+            Handled::Duplicate => "duplicate",
+            Handled::Skipped => "skipped",
+        }
+    }
+}
+
+pub struct Notifier {
+    storage: Storage,
+    mailer: Mailer,
+    bootstrap: String,
+    producer: FutureProducer,
+    settings: Settings,
+    handled: IntCounterVec,
+    delay: HistogramVec,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("bootstrap", &self.bootstrap)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Notifier {
+    /// A notifier for this instance, registering its metrics in `registry`.
+    pub fn new(
+        storage: Storage,
+        mailer: Mailer,
+        bootstrap: &str,
+        settings: Settings,
+        registry: &Registry,
+    ) -> Result<Self, Error> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "10000")
+            .create()?;
+        let handled = IntCounterVec::new(
+            Opts::new(
+                "marquee_notifications_total",
+                "Booking events the notification service handled, by channel and outcome",
+            ),
+            &["channel", "outcome"],
+        )?;
+        let delay = HistogramVec::new(
+            HistogramOpts::new(
+                "marquee_notification_delay_seconds",
+                "From the change's commit to the notification leaving, by channel",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            &["channel"],
+        )?;
+        registry.register(Box::new(handled.clone()))?;
+        registry.register(Box::new(delay.clone()))?;
+        Ok(Self {
+            storage,
+            mailer,
+            bootstrap: bootstrap.to_owned(),
+            producer,
+            settings,
+            handled,
+            delay,
+        })
+    }
+
+    /// The consumer group this deployment's notifiers share.
+    pub fn group(&self) -> String {
+        format!("{}.{}", self.settings.group_id, self.storage.schema())
+    }
+
+    /// Consumes until the task is aborted. A broker that cannot be reached
+    /// is waited for; librdkafka reconnects on its own.
+    pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = self.consume().await {
+                    tracing::warn!(error = %err, "notification consumer stopped; restarting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        })
+    }
+
+    async fn consume(&self) -> Result<(), Error> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", self.group())
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        consumer.subscribe(&[ORDERS_TOPIC])?;
+        loop {
+            let message = consumer.recv().await?;
+            self.handle_with_retries(&message).await?;
+            consumer.commit_message(&message, CommitMode::Async)?;
+        }
+    }
+
+    /// Handles one message, retrying transient failures with doubling
+    /// waits; one that still fails is dead-lettered, so the partition is
+    /// not held up by it. Errs only when even the dead-letter topic is
+    /// unreachable, and then the offset is not committed.
+    async fn handle_with_retries(&self, message: &BorrowedMessage<'_>) -> Result<(), Error> {
+        let payload = message.payload().unwrap_or_default();
+        let mut attempt = 1;
+        loop {
+            match self.handle(payload).await {
+                Ok(handled) => {
+                    self.handled
+                        .with_label_values(&[EMAIL, handled.label()])
+                        .inc();
+                    return Ok(());
+                }
+                Err(err) if err.is_transient() && attempt < self.settings.max_attempts => {
+                    tracing::warn!(error = %err, attempt, "notification failed; retrying");
+                    let wait = self.settings.retry_base_ms << (attempt - 1).min(10);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    attempt += 1;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, attempt, "notification dead-lettered");
+                    self.dead_letter(message, &err).await?;
+                    self.handled
+                        .with_label_values(&[EMAIL, "dead_lettered"])
+                        .inc();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(&self, message: &BorrowedMessage<'_>, err: &Error) -> Result<(), Error> {
+        let reason = err.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "error",
+                value: Some(reason.as_bytes()),
+            })
+            .insert(Header {
+                key: "topic",
+                value: Some(message.topic().as_bytes()),
+            });
+        let mut record = FutureRecord::to(&self.settings.dead_letter_topic)
+            .payload(message.payload().unwrap_or_default())
+            .headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(err, _)| Error::Broker(err))?;
+        Ok(())
+    }
+
+    /// Handles one event from the orders topic, once per customer however
+    /// often it arrives.
+    pub async fn handle(&self, payload: &[u8]) -> Result<Handled, Error> {
+        let envelope: Envelope =
+            serde_json::from_slice(payload).map_err(|err| Error::Malformed(err.to_string()))?;
+        if envelope.deployment.as_deref() != Some(self.storage.schema()) {
+            return Ok(Handled::Skipped);
+        }
+        let handled = match envelope.event.as_str() {
+            "order.confirmed" | "order.cancelled" => self.notify_booking(&envelope).await?,
+            _ => Handled::Skipped,
+        };
+        if handled == Handled::Sent {
+            let age = (Utc::now() - envelope.created_at).num_milliseconds().max(0);
+            self.delay
+                .with_label_values(&[EMAIL])
+                .observe(age as f64 / 1000.0);
+        }
+        Ok(handled)
+    }
+
+    async fn notify_booking(&self, envelope: &Envelope) -> Result<Handled, Error> {
+        let Some(order) = self.storage.order(envelope.aggregate_id).await? else {
+            return Ok(Handled::Skipped);
+        };
+        let Some(to) = self.recipient(&order.customer).await? else {
+            return Ok(Handled::Skipped);
+        };
+        let (Some(showtime), Some(movie)) = (
+            self.storage.showtime(order.showtime_id).await?,
+            self.storage.movie(order.movie_id).await?,
+        ) else {
+            return Ok(Handled::Skipped);
+        };
+        let Some(theater) = self.storage.theater(showtime.theater_id).await? else {
+            return Ok(Handled::Skipped);
+        };
+        let booking = Booking {
+            to: &to,
+            order: &order,
+            showtime: &showtime,
+            movie: &movie,
+            theater: &theater,
+        };
+        let now = Utc::now();
+        let mail = if envelope.event == "order.confirmed" {
+            confirmation(&booking, now)?
+        } else {
+            let seats: Vec<String> = envelope
+                .payload
+                .get("seats")
+                .and_then(|seats| serde_json::from_value(seats.clone()).ok())
+                .ok_or_else(|| Error::Malformed("a cancellation without seats".to_owned()))?;
+            let refund = envelope
+                .payload
+                .get("refund")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0);
+            cancellation(&booking, &seats, refund, now)
+        };
+        let node = NodeId::new(&envelope.node);
+        let stale = Duration::from_secs(self.settings.claim_timeout_seconds);
+        match self
+            .storage
+            .claim_receipt(&node, envelope.seq, EMAIL, stale)
+            .await?
+        {
+            Claim::Sent => return Ok(Handled::Duplicate),
+            Claim::InFlight => return Err(Error::InFlight),
+            Claim::Claimed => {}
+        }
+        if let Err(err) = self.mailer.send(&mail).await {
+            self.storage
+                .release_receipt(&node, envelope.seq, EMAIL)
+                .await?;
+            return Err(err.into());
+        }
+        self.storage.mark_sent(&node, envelope.seq, EMAIL).await?;
+        Ok(Handled::Sent)
+    }
+
+    /// Where a customer's notices go: a guest's address as given, an
+    /// account's current address; nowhere for an erased account.
+    async fn recipient(&self, customer: &str) -> Result<Option<String>, Error> {
+        let Some(user) = customer.strip_prefix("user:") else {
+            return Ok(Some(customer.to_owned()));
+        };
+        let Ok(user) = user.parse::<Uuid>() else {
+            return Err(Error::Malformed(format!("customer {customer:?}")));
+        };
+        Ok(self
+            .storage
+            .account(user)
+            .await?
+            .filter(|account| account.is_active())
+            .and_then(|account| account.email))
+    }
+}
