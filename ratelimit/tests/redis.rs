@@ -14,7 +14,11 @@ fn redis_url() -> String {
     if let Ok(url) = std::env::var("MARQUEE__REDIS__URL") {
         return url;
     }
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../var/cluster.yaml");
+    // Read at run time: one target directory may serve several checkouts,
+    // and a path compiled in names whichever built the binary last.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = format!("{manifest}/../var/cluster.yaml");
     let text = std::fs::read_to_string(path).expect("var/cluster.yaml exists (scripts/cluster up)");
     text.lines()
         .skip_while(|line| !line.starts_with("redis:"))

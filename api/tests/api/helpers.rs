@@ -16,7 +16,11 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // Read at run time: one target directory may serve several checkouts,
+    // and a path compiled in names whichever built the binary last.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    PathBuf::from(manifest).join("..")
 }
 
 /// A schema of its own on the catalog and on every shard node (replicas
