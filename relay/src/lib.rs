@@ -17,7 +17,7 @@
 //!   backwards: the retained window of published events is queued again.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use marquee_sharding::ShardNode;
@@ -25,7 +25,7 @@ use marquee_storage::outbox::Outgoing;
 use marquee_storage::Storage;
 use prometheus::{IntCounterVec, Opts, Registry};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -100,7 +100,9 @@ fn message(deployment: &str, node: &str, event: &Outgoing) -> String {
 
 pub struct Relay {
     storage: Storage,
-    producer: FutureProducer,
+    /// Replaced after a failed send (see `run_once`).
+    producer: RwLock<FutureProducer>,
+    bootstrap: String,
     settings: Settings,
     holder: Uuid,
     published: IntCounterVec,
@@ -122,26 +124,18 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// A relay for this instance, registering its metrics in `registry`.
+    /// A relay for this instance, registering its metrics in `registry`,
+    /// which prefixes their names with `marquee_`.
     pub fn new(
         storage: Storage,
         bootstrap_servers: &str,
         settings: Settings,
         registry: &Registry,
     ) -> Result<Self, Error> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap_servers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set(
-                "message.timeout.ms",
-                settings.delivery_timeout_ms.to_string(),
-            )
-            .create()?;
+        let producer = producer(bootstrap_servers, &settings)?;
         let published = IntCounterVec::new(
             Opts::new(
-                "marquee_outbox_published_total",
+                "outbox_published_total",
                 "Outbox events the broker acknowledged, by shard node",
             ),
             &["node"],
@@ -149,7 +143,8 @@ impl Relay {
         registry.register(Box::new(published.clone()))?;
         Ok(Self {
             storage,
-            producer,
+            producer: RwLock::new(producer),
+            bootstrap: bootstrap_servers.to_owned(),
             settings,
             holder: Uuid::new_v4(),
             published,
@@ -198,15 +193,21 @@ impl Relay {
                 continue;
             }
             let node = shard.id().to_string();
+            let producer = self
+                .producer
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             // Polled together, in sequence order: each is queued on its first
             // poll, so the producer sends them in that order.
             let deliveries = events.iter().map(|event| {
                 let payload = message(self.storage.schema(), &node, event);
                 let key = event.aggregate_id.to_string();
                 let topic = topic_of(&event.aggregate);
+                let producer = &producer;
                 async move {
                     let record = FutureRecord::to(topic).key(&key).payload(&payload);
-                    self.producer
+                    producer
                         .send(
                             record,
                             Duration::from_millis(self.settings.delivery_timeout_ms),
@@ -238,6 +239,17 @@ impl Relay {
                 .inc_by(acknowledged.len() as u64);
             sent += acknowledged.len();
             if let Some(err) = failure {
+                // An idempotent producer whose sends timed out must get a new
+                // epoch from the broker before it may send again, and a
+                // broker that restarted empty cannot give one: the producer
+                // would stall for good. A new producer starts clean; what it
+                // resends is deduplicated by consumers like any redelivery.
+                tracing::warn!(error = %err, fatal = ?producer.client().fatal_error(), "a send failed; starting a new producer");
+                let fresh = self::producer(&self.bootstrap, &self.settings)?;
+                *self
+                    .producer
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
                 return Err(err.into());
             }
         }
@@ -304,6 +316,21 @@ impl Relay {
             }
         }
     }
+}
+
+/// An idempotent producer: sends are acknowledged by every in-sync replica
+/// and never duplicated or reordered by the producer's own retries.
+fn producer(bootstrap_servers: &str, settings: &Settings) -> Result<FutureProducer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set(
+            "message.timeout.ms",
+            settings.delivery_timeout_ms.to_string(),
+        )
+        .create()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
