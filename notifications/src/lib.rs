@@ -4,7 +4,8 @@
 //!
 //! Delivery is at least once from the broker; the service makes it once
 //! for the customer. It consumes in a consumer group (`group_id` plus the
-//! deployment), commits an offset only after the event is handled, and
+//! deployment) in batches, handles different aggregates' events at once and
+//! one aggregate's in order, commits offsets only after a batch is handled, and
 //! claims a receipt per event and channel (`storage::receipts`) before
 //! sending, so an event delivered again (after a crash, a rebalance of the
 //! group, or a broker that lost its offsets and had the outbox replayed)
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use marquee_notify::Mailer;
 use marquee_sharding::NodeId;
 use marquee_storage::receipts::Claim;
@@ -27,7 +29,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -45,6 +47,12 @@ pub struct Settings {
     /// The consumer group; the deployment's name is appended, so
     /// deployments sharing a broker each get every event.
     pub group_id: String,
+    /// Events taken from the broker at once; their offsets are committed
+    /// together once every one is handled.
+    pub batch: usize,
+    /// Aggregates handled at once within a batch; one aggregate's events
+    /// are handled in order.
+    pub concurrency: usize,
     /// Tries per event before it is dead-lettered.
     pub max_attempts: u32,
     /// The wait before the second try; it doubles for each after.
@@ -59,6 +67,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             group_id: "marquee-notifications".to_owned(),
+            batch: 64,
+            concurrency: 16,
             max_attempts: 5,
             retry_base_ms: 200,
             claim_timeout_seconds: 60,
@@ -146,7 +156,8 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// A notifier for this instance, registering its metrics in `registry`.
+    /// A notifier for this instance, registering its metrics in `registry`,
+    /// which prefixes their names with `marquee_`.
     pub fn new(
         storage: Storage,
         mailer: Mailer,
@@ -161,14 +172,14 @@ impl Notifier {
             .create()?;
         let handled = IntCounterVec::new(
             Opts::new(
-                "marquee_notifications_total",
+                "notifications_total",
                 "Booking events the notification service handled, by channel and outcome",
             ),
             &["channel", "outcome"],
         )?;
         let delay = HistogramVec::new(
             HistogramOpts::new(
-                "marquee_notification_delay_seconds",
+                "notification_delay_seconds",
                 "From the change's commit to the notification leaving, by channel",
             )
             .buckets(vec![
@@ -216,10 +227,52 @@ impl Notifier {
             .create()?;
         consumer.subscribe(&[ORDERS_TOPIC])?;
         loop {
-            let message = consumer.recv().await?;
-            self.handle_with_retries(&message).await?;
-            consumer.commit_message(&message, CommitMode::Async)?;
+            let mut batch = vec![consumer.recv().await?];
+            while batch.len() < self.settings.batch.max(1) {
+                match tokio::time::timeout(Duration::from_millis(5), consumer.recv()).await {
+                    Ok(message) => batch.push(message?),
+                    Err(_) => break,
+                }
+            }
+            // One aggregate's events in order; different aggregates at once.
+            let mut groups: Vec<(Option<&[u8]>, Vec<&BorrowedMessage<'_>>)> = Vec::new();
+            for message in &batch {
+                match groups.iter_mut().find(|(key, _)| *key == message.key()) {
+                    Some((_, group)) => group.push(message),
+                    None => groups.push((message.key(), vec![message])),
+                }
+            }
+            let work: Vec<futures::future::BoxFuture<'_, Result<(), Error>>> = groups
+                .into_iter()
+                .map(|(_, group)| Box::pin(self.handle_in_order(group)) as _)
+                .collect();
+            futures::stream::iter(work)
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .try_collect::<Vec<()>>()
+                .await?;
+            let mut next: Vec<(&str, i32, i64)> = Vec::new();
+            for message in &batch {
+                let offset = message.offset() + 1;
+                match next.iter_mut().find(|(topic, partition, _)| {
+                    *topic == message.topic() && *partition == message.partition()
+                }) {
+                    Some(entry) => entry.2 = entry.2.max(offset),
+                    None => next.push((message.topic(), message.partition(), offset)),
+                }
+            }
+            let mut offsets = TopicPartitionList::new();
+            for (topic, partition, offset) in next {
+                offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+            }
+            consumer.commit(&offsets, CommitMode::Async)?;
         }
+    }
+
+    async fn handle_in_order(&self, group: Vec<&BorrowedMessage<'_>>) -> Result<(), Error> {
+        for message in group {
+            self.handle_with_retries(message).await?;
+        }
+        Ok(())
     }
 
     /// Handles one message, retrying transient failures with doubling

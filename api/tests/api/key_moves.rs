@@ -433,12 +433,10 @@ async fn fence_and_copy(storage: &Storage, batch: &KeyBatch) -> key_data::Snapsh
     rows
 }
 
-/// One account of `population` on node 0, as a batch.
-fn batch_on_node_zero(storage: &Storage, population: &Population) -> (Uuid, KeyBatch) {
-    let (id, _, _) = population
-        .accounts
-        .iter()
-        .find(|(id, _, _)| {
+/// An account on shard-0, with a session and a booking, as a batch.
+async fn account_on_node_zero(storage: &Storage) -> (Uuid, KeyBatch) {
+    let id = std::iter::repeat_with(Uuid::now_v7)
+        .find(|id| {
             storage
                 .cluster()
                 .route(id.as_bytes())
@@ -447,11 +445,38 @@ fn batch_on_node_zero(storage: &Storage, population: &Population) -> (Uuid, KeyB
                 .as_str()
                 == "shard-0"
         })
-        .expect("an account on shard-0");
+        .expect("ids are endless");
+    let email = format!("{}@example.com", id.simple());
+    storage
+        .register(&NewAccount {
+            id,
+            email: &email,
+            name: "Mover",
+            password_hash: PASSWORD_HASH,
+        })
+        .await
+        .expect("account");
+    let session = marquee_sharding::ids::scoped(id);
+    storage
+        .create_session(&NewSession {
+            id: session,
+            user_id: id,
+            refresh_hash: session.as_bytes(),
+            mfa: false,
+            user_agent: None,
+            ip: None,
+            ttl: std::time::Duration::from_secs(3600),
+        })
+        .await
+        .expect("session");
+    storage
+        .index_booking(id, Uuid::now_v7(), Uuid::now_v7())
+        .await
+        .expect("bookings index");
     (
-        *id,
+        id,
         KeyBatch {
-            users: vec![*id],
+            users: vec![id],
             ..KeyBatch::default()
         },
     )
@@ -486,8 +511,7 @@ async fn a_key_move_interrupted_while_moving_is_rolled_back_on_restart() {
     let storage = schema.storage();
     storage.migrate().await.expect("migrated");
     storage.load_placement().await.expect("placement");
-    let population = populate(&storage, 0, 8).await;
-    let (id, batch) = batch_on_node_zero(&storage, &population);
+    let (id, batch) = account_on_node_zero(&storage).await;
     record_key_move(&schema, &batch, "moving").await;
     fence_and_copy(&storage, &batch).await;
 
@@ -531,8 +555,7 @@ async fn a_key_move_interrupted_after_cut_over_is_finished_on_restart() {
     let storage = schema.storage();
     storage.migrate().await.expect("migrated");
     storage.load_placement().await.expect("placement");
-    let population = populate(&storage, 0, 8).await;
-    let (id, batch) = batch_on_node_zero(&storage, &population);
+    let (id, batch) = account_on_node_zero(&storage).await;
     record_key_move(&schema, &batch, "cut_over").await;
     let rows = fence_and_copy(&storage, &batch).await;
     let catalog = connect(&schema.settings.database.catalog)

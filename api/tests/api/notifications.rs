@@ -44,6 +44,25 @@ async fn messages_to(to: &str, count: usize) -> Vec<Vec<u8>> {
     panic!("{count} message(s) to {to} never arrived");
 }
 
+/// How many events the notifiers registered in `registry` handled with
+/// `outcome`.
+fn handled(registry: &prometheus::Registry, outcome: &str) -> f64 {
+    registry
+        .gather()
+        .iter()
+        // The service's registry prefixes every name with `marquee_`.
+        .filter(|family| family.name().ends_with("notifications_total"))
+        .flat_map(|family| family.get_metric().to_vec())
+        .filter(|metric| {
+            metric
+                .get_label()
+                .iter()
+                .any(|label| label.name() == "outcome" && label.value() == outcome)
+        })
+        .map(|metric| metric.get_counter().get_value())
+        .sum()
+}
+
 /// A confirmed order of two seats by a guest; the order's JSON.
 async fn booked(app: &TestApp, email: &str) -> Value {
     let (showtime, _) = show(app, 4, 8).await;
@@ -176,21 +195,7 @@ async fn a_stream_replayed_from_the_start_sends_nothing_twice() {
         .expect("notifier"),
     );
     let task = Arc::clone(&replaying).spawn();
-    let duplicates = || {
-        registry
-            .gather()
-            .iter()
-            .filter(|family| family.name() == "marquee_notifications_total")
-            .flat_map(|family| family.get_metric().to_vec())
-            .filter(|metric| {
-                metric
-                    .get_label()
-                    .iter()
-                    .any(|label| label.name() == "outcome" && label.value() == "duplicate")
-            })
-            .map(|metric| metric.get_counter().get_value())
-            .sum::<f64>()
-    };
+    let duplicates = || handled(&registry, "duplicate");
     for _ in 0..600 {
         if duplicates() >= 1.0 {
             break;
@@ -273,4 +278,155 @@ async fn another_deployments_events_and_malformed_ones_are_not_sent() {
         malformed,
         Err(marquee_notifications::Error::Malformed(_))
     ));
+}
+
+/// A broker of the test's own, so that stopping it disturbs no other test:
+/// the same binary and flags as the local cluster's, with its topics.
+struct PrivateBroker {
+    port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl PrivateBroker {
+    fn tansu() -> std::path::PathBuf {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+            .chain(
+                std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo/bin")),
+            )
+            .map(|dir| dir.join("tansu"))
+            .find(|path| path.is_file())
+            .expect("tansu is installed (scripts/bootstrap)")
+    }
+
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("address")
+            .port();
+        let mut broker = Self {
+            port,
+            process: None,
+        };
+        broker.restart().await;
+        broker
+    }
+
+    fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker (empty: it keeps everything in memory) and
+    /// creates the change stream's topics.
+    async fn restart(&mut self) {
+        self.stop();
+        let url = self.url();
+        let child = std::process::Command::new(Self::tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the broker starts");
+        self.process = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let topics = std::fs::read_to_string(root().join("config/topics.txt")).expect("topics");
+        for topic in topics
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        {
+            let created = std::process::Command::new(Self::tansu())
+                .args([
+                    "topic",
+                    "create",
+                    topic,
+                    "--broker",
+                    &url,
+                    "--partitions",
+                    "3",
+                ])
+                .output()
+                .expect("tansu topic create");
+            assert!(created.status.success(), "topic {topic}: {created:?}");
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn a_broker_restarted_mid_stream_loses_no_confirmation_and_sends_none_twice() {
+    let mut broker = PrivateBroker::start().await;
+    let bootstrap = format!("127.0.0.1:{}", broker.port);
+    let app = crate::helpers::spawn_app_with(|settings| {
+        settings.broker.bootstrap_servers = bootstrap;
+    })
+    .await;
+    let before: Vec<String> = (0..3).map(|_| unique_email("before")).collect();
+    for email in &before {
+        booked(&app, email).await;
+    }
+    for email in &before {
+        messages_to(email, 1).await;
+    }
+
+    // The broker dies and comes back empty; bookings go on meanwhile.
+    broker.stop();
+    let during: Vec<String> = (0..3).map(|_| unique_email("during")).collect();
+    for email in &during {
+        booked(&app, email).await;
+    }
+    broker.restart().await;
+
+    for email in before.iter().chain(&during) {
+        messages_to(email, 1).await;
+    }
+    // The relay saw offsets go backwards and sent the retained outbox
+    // again; the notifier, its group's offsets gone too, read it all.
+    let registry = app.state.metrics.registry();
+    for _ in 0..600 {
+        if handled(registry, "duplicate") >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        handled(registry, "duplicate") >= 3.0,
+        "the confirmations sent before the restart were delivered again"
+    );
+    for email in before.iter().chain(&during) {
+        assert_eq!(
+            messages_to(email, 1).await.len(),
+            1,
+            "{email} got its confirmation once"
+        );
+    }
 }
