@@ -22,6 +22,7 @@ pub mod cache;
 pub mod cli;
 pub mod edge;
 pub mod health;
+pub mod inbox;
 pub mod indexer;
 pub mod listener;
 pub mod metrics;

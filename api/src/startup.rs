@@ -24,6 +24,7 @@ use crate::body::BodyLimit;
 use crate::cache::Cache;
 use crate::edge::{self, Edge, Limits, RouteTable};
 use crate::health::Readiness;
+use crate::inbox::InboxHub;
 use crate::indexer::Indexer;
 use crate::listener::NoDelay;
 use crate::metrics::Metrics;
@@ -220,6 +221,7 @@ pub struct Application {
     sweeper: tokio::task::JoinHandle<()>,
     relay: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
+    bells: tokio::task::JoinHandle<()>,
     /// The in-process sandbox gateway, when no real one is configured; it
     /// stops when the application is dropped.
     _gateway: Option<RunningGateway>,
@@ -254,6 +256,11 @@ impl Application {
         )?);
         let redis = limits_connection(&settings.redis).await;
         let auth = Arc::new(auth_state(&settings, redis.clone())?);
+        let inbox = Arc::new(InboxHub::new(
+            redis::Client::open(settings.redis.url.expose_secret()).ok(),
+            &settings.redis.key_prefix,
+            Duration::from_millis(settings.redis.timeout_ms.max(1) * 20),
+        ));
         let state = Arc::new(AppState {
             storage,
             search,
@@ -262,6 +269,7 @@ impl Application {
             cache,
             booking,
             auth: Arc::clone(&auth),
+            inbox: Arc::clone(&inbox),
             turnaround_minutes: settings.catalog.turnaround_minutes,
             horizon_days: settings.catalog.horizon_days,
         });
@@ -350,9 +358,11 @@ impl Application {
             state.metrics.registry(),
         )?)
         .spawn();
+        let bells = Arc::clone(&state.inbox).spawn_listener();
         let notifier = Arc::new(marquee_notifications::Notifier::new(
             state.storage.clone(),
             state.auth.mailer.clone(),
+            Arc::clone(&state.inbox) as Arc<dyn marquee_notifications::Bell>,
             &settings.broker.bootstrap_servers,
             settings.notifications.clone(),
             state.metrics.registry(),
@@ -369,6 +379,7 @@ impl Application {
             sweeper,
             relay,
             notifier,
+            bells,
             _gateway: gateway,
         })
     }
@@ -395,6 +406,7 @@ impl Application {
         self.sweeper.abort();
         self.relay.abort();
         self.notifier.abort();
+        self.bells.abort();
         served
     }
 }

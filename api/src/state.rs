@@ -19,6 +19,7 @@ pub struct AppState {
     pub cache: Arc<Cache>,
     pub booking: Arc<Booking>,
     pub auth: Arc<AuthState>,
+    pub inbox: Arc<crate::inbox::InboxHub>,
     pub turnaround_minutes: u32,
     pub horizon_days: u32,
 }

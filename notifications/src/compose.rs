@@ -169,3 +169,44 @@ pub fn cancellation(
         },
     }
 }
+
+/// The in-app notice of a booking event: its kind, title and body.
+pub fn notice(
+    booking: &Booking<'_>,
+    event: &str,
+    payload: &serde_json::Value,
+) -> (&'static str, String, String) {
+    let order = booking.order;
+    if event == "order.cancelled" {
+        let seats: Vec<&str> = payload
+            .get("seats")
+            .and_then(serde_json::Value::as_array)
+            .map(|seats| seats.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        let refund = payload
+            .get("refund")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
+        return (
+            "booking.cancelled",
+            format!("Cancelled: {}", booking.movie.title),
+            format!(
+                "Seats {} on {} at {} are cancelled; {} refunded.",
+                seats.join(", "),
+                booking.local_start(),
+                booking.theater.info.name,
+                money(refund, &order.currency)
+            ),
+        );
+    }
+    (
+        "booking.confirmed",
+        format!("Booked: {}", booking.movie.title),
+        format!(
+            "{} at {}, seats {}. Your tickets are in your booking and your mail.",
+            booking.local_start(),
+            booking.theater.info.name,
+            order.seats.join(", ")
+        ),
+    )
+}

@@ -1,6 +1,7 @@
 //! The notification service: reads booking events from the change stream
 //! and tells customers by email, with the tickets as QR images and the
-//! showtime as a calendar entry.
+//! showtime as a calendar entry, and account holders in their in-app inbox
+//! too, ringing their [`Bell`] so waiting clients hear of it at once.
 //!
 //! Delivery is at least once from the broker; the service makes it once
 //! for the customer. It consumes in a consumer group (`group_id` plus the
@@ -22,6 +23,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use marquee_notify::Mailer;
 use marquee_sharding::NodeId;
+use marquee_storage::inbox::{notice_id, NewNotice};
 use marquee_storage::receipts::Claim;
 use marquee_storage::Storage;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
@@ -33,7 +35,13 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Deserialize;
 use uuid::Uuid;
 
-pub use compose::{cancellation, confirmation, Booking};
+pub use compose::{cancellation, confirmation, notice, Booking};
+
+/// Wakes whoever waits on a user's in-app inbox, on any instance.
+#[async_trait::async_trait]
+pub trait Bell: Send + Sync {
+    async fn ring(&self, user: Uuid);
+}
 
 /// The topic booking events arrive on.
 pub const ORDERS_TOPIC: &str = "marquee.orders";
@@ -139,6 +147,7 @@ impl Handled {
 pub struct Notifier {
     storage: Storage,
     mailer: Mailer,
+    bell: Arc<dyn Bell>,
     bootstrap: String,
     producer: FutureProducer,
     settings: Settings,
@@ -161,6 +170,7 @@ impl Notifier {
     pub fn new(
         storage: Storage,
         mailer: Mailer,
+        bell: Arc<dyn Bell>,
         bootstrap: &str,
         settings: Settings,
         registry: &Registry,
@@ -192,6 +202,7 @@ impl Notifier {
         Ok(Self {
             storage,
             mailer,
+            bell,
             bootstrap: bootstrap.to_owned(),
             producer,
             settings,
@@ -357,7 +368,8 @@ impl Notifier {
         let Some(order) = self.storage.order(envelope.aggregate_id).await? else {
             return Ok(Handled::Skipped);
         };
-        let Some(to) = self.recipient(&order.customer).await? else {
+        let (to, user) = self.recipient(&order.customer).await?;
+        let Some(to) = to else {
             return Ok(Handled::Skipped);
         };
         let (Some(showtime), Some(movie)) = (
@@ -392,6 +404,26 @@ impl Notifier {
                 .unwrap_or(0);
             cancellation(&booking, &seats, refund, now)
         };
+        if let Some(user) = user {
+            let (kind, title, body) = notice(&booking, &envelope.event, &envelope.payload);
+            let id = notice_id(user, &format!("{}:{}", envelope.node, envelope.seq));
+            let filed = self
+                .storage
+                .file_notice(
+                    id,
+                    &NewNotice {
+                        user_id: user,
+                        kind,
+                        title: &title,
+                        body: &body,
+                        subject_id: Some(order.id),
+                    },
+                )
+                .await?;
+            if filed {
+                self.bell.ring(user).await;
+            }
+        }
         let node = NodeId::new(&envelope.node);
         let stale = Duration::from_secs(self.settings.claim_timeout_seconds);
         match self
@@ -413,20 +445,25 @@ impl Notifier {
         Ok(Handled::Sent)
     }
 
-    /// Where a customer's notices go: a guest's address as given, an
-    /// account's current address; nowhere for an erased account.
-    async fn recipient(&self, customer: &str) -> Result<Option<String>, Error> {
+    /// Where a customer's notices go: a guest's address as given; an
+    /// account's current address and its inbox; nowhere for an erased
+    /// account.
+    async fn recipient(&self, customer: &str) -> Result<(Option<String>, Option<Uuid>), Error> {
         let Some(user) = customer.strip_prefix("user:") else {
-            return Ok(Some(customer.to_owned()));
+            return Ok((Some(customer.to_owned()), None));
         };
         let Ok(user) = user.parse::<Uuid>() else {
             return Err(Error::Malformed(format!("customer {customer:?}")));
         };
-        Ok(self
+        let email = self
             .storage
             .account(user)
             .await?
             .filter(|account| account.is_active())
-            .and_then(|account| account.email))
+            .and_then(|account| account.email);
+        Ok(match email {
+            Some(email) => (Some(email), Some(user)),
+            None => (None, None),
+        })
     }
 }

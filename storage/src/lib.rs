@@ -4,6 +4,7 @@
 //!   embedded in the binary and applied to primaries only.
 //! - [`accounts`]: accounts, sessions, mail tokens and the user's bookings
 //!   index, on the shard of the user's id; the email index by address.
+//! - [`inbox`]: the in-app inbox of a signed-in user, on the user's node.
 //! - [`audit`]: the append-only audit log on the catalog node.
 //! - [`movies`]: movie rows, which live on the shard of their id.
 //! - [`theaters`]: theaters, screens and each screen's timetable, on the
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod demo_places;
 mod error;
 pub mod holds;
+pub mod inbox;
 pub mod key_data;
 mod key_moves;
 pub mod layout;

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod bookings;
+mod inbox;
 mod movies;
 mod ops;
 mod search;
@@ -48,6 +49,7 @@ pub type Service = OpenApiService<
         search::SearchApi,
         bookings::BookingsApi,
         accounts::AccountsApi,
+        inbox::InboxApi,
         shards::ShardsApi,
         shards::PlacementApi,
     ),
@@ -65,6 +67,7 @@ pub fn service(server: &str) -> Service {
             search::SearchApi,
             bookings::BookingsApi,
             accounts::AccountsApi,
+            inbox::InboxApi,
             shards::ShardsApi,
             shards::PlacementApi,
         ),

@@ -173,7 +173,12 @@ pub async fn sign_in(app: &TestApp, email: &str, password: &str, code: Option<&s
 }
 
 /// Holds `seats` as the signed-in owner of `bearer`.
-async fn hold_as(app: &TestApp, bearer: &str, showtime: Uuid, seats: Value) -> reqwest::Response {
+pub async fn hold_as(
+    app: &TestApp,
+    bearer: &str,
+    showtime: Uuid,
+    seats: Value,
+) -> reqwest::Response {
     app.client
         .post(app.url(&format!("/v1/showtimes/{showtime}/holds")))
         .bearer_auth(bearer)
@@ -184,7 +189,7 @@ async fn hold_as(app: &TestApp, bearer: &str, showtime: Uuid, seats: Value) -> r
 }
 
 /// Pays for a hold with the test visa card as the owner of `bearer`.
-async fn pay_as(app: &TestApp, bearer: &str, hold_id: Value) -> reqwest::Response {
+pub async fn pay_as(app: &TestApp, bearer: &str, hold_id: Value) -> reqwest::Response {
     app.client
         .post(app.url("/v1/orders"))
         .bearer_auth(bearer)
@@ -201,7 +206,7 @@ async fn refresh(app: &TestApp, tokens: &Value) -> reqwest::Response {
     post(app, "/v1/auth/refresh", None, body).await
 }
 
-fn access(tokens: &Value) -> &str {
+pub fn access(tokens: &Value) -> &str {
     tokens["access_token"].as_str().expect("access token")
 }
 

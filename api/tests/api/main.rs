@@ -7,6 +7,7 @@ mod booking;
 mod catalog;
 mod health;
 mod helpers;
+mod inbox;
 mod isolation;
 mod key_moves;
 mod metrics;
