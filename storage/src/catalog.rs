@@ -144,26 +144,8 @@ impl Storage {
     }
 
     pub async fn theater(&self, id: Uuid) -> Result<Option<Theater>, Error> {
-        let mut attempt = 0;
-        loop {
-            let server = self.theater_primary(id)?;
-            let client = server.get().await?;
-            let theater = theaters::get(&client, id)
-                .await
-                .map_err(|err| rejected(server, err))?;
-            if self
-                .still_owns(
-                    &client,
-                    server,
-                    ids::route_hash(id),
-                    "theater",
-                    &mut attempt,
-                )
-                .await?
-            {
-                return Ok(theater);
-            }
-        }
+        self.read_theater(id, |client| Box::pin(theaters::get(client, id)))
+            .await
     }
 
     /// The theaters among `ids`, one query per node that holds any.
@@ -312,47 +294,45 @@ impl Storage {
     }
 
     pub async fn screen(&self, theater_id: Uuid, id: Uuid) -> Result<Option<Screen>, Error> {
-        let mut attempt = 0;
-        loop {
-            let server = self.theater_primary(theater_id)?;
-            let client = server.get().await?;
-            let screen = theaters::screen(&client, theater_id, id)
-                .await
-                .map_err(|err| rejected(server, err))?;
-            if self
-                .still_owns(
-                    &client,
-                    server,
-                    ids::route_hash(theater_id),
-                    "theater",
-                    &mut attempt,
-                )
-                .await?
-            {
-                return Ok(screen);
-            }
-        }
+        self.read_theater(theater_id, |client| {
+            Box::pin(theaters::screen(client, theater_id, id))
+        })
+        .await
     }
 
     pub async fn screens(&self, theater_id: Uuid) -> Result<Vec<Screen>, Error> {
+        self.read_theater(theater_id, |client| {
+            Box::pin(theaters::screens(client, theater_id))
+        })
+        .await
+    }
+
+    /// Runs `read` on the theater's node, again where the theater moved if
+    /// that node has fenced it (see [`Storage::still_owns`]).
+    async fn read_theater<T>(
+        &self,
+        id: Uuid,
+        read: impl for<'c> Fn(
+            &'c deadpool_postgres::Client,
+        )
+            -> futures::future::BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, Error> {
         let mut attempt = 0;
         loop {
-            let server = self.theater_primary(theater_id)?;
+            let server = self.theater_primary(id)?;
             let client = server.get().await?;
-            let screens = theaters::screens(&client, theater_id)
-                .await
-                .map_err(|err| rejected(server, err))?;
+            let value = read(&client).await.map_err(|err| rejected(server, err))?;
             if self
                 .still_owns(
                     &client,
                     server,
-                    ids::route_hash(theater_id),
+                    ids::route_hash(id),
                     "theater",
                     &mut attempt,
                 )
                 .await?
             {
-                return Ok(screens);
+                return Ok(value);
             }
         }
     }

@@ -59,35 +59,42 @@ async fn populate(storage: &Storage, theaters: usize, accounts: usize) -> Popula
     for index in 0..accounts {
         let id = Uuid::now_v7();
         let email = format!("mover{index}-{}@example.com", id.simple());
-        storage
-            .register(&NewAccount {
-                id,
-                email: &email,
-                name: "Mover",
-                password_hash: PASSWORD_HASH,
-            })
-            .await
-            .expect("account");
-        let session = marquee_sharding::ids::scoped(id);
-        storage
-            .create_session(&NewSession {
-                id: session,
-                user_id: id,
-                refresh_hash: session.as_bytes(),
-                mfa: false,
-                user_agent: Some("test"),
-                ip: None,
-                ttl: std::time::Duration::from_secs(3600),
-            })
-            .await
-            .expect("session");
-        storage
-            .index_booking(id, Uuid::now_v7(), Uuid::now_v7())
-            .await
-            .expect("bookings index");
+        let session = add_account(storage, id, &email).await;
         population.accounts.push((id, email, session));
     }
     population
+}
+
+/// Registers account `id` with a session and a booking in its index; the
+/// session's id.
+async fn add_account(storage: &Storage, id: Uuid, email: &str) -> Uuid {
+    storage
+        .register(&NewAccount {
+            id,
+            email,
+            name: "Mover",
+            password_hash: PASSWORD_HASH,
+        })
+        .await
+        .expect("account");
+    let session = marquee_sharding::ids::scoped(id);
+    storage
+        .create_session(&NewSession {
+            id: session,
+            user_id: id,
+            refresh_hash: session.as_bytes(),
+            mfa: false,
+            user_agent: Some("test"),
+            ip: None,
+            ttl: std::time::Duration::from_secs(3600),
+        })
+        .await
+        .expect("session");
+    storage
+        .index_booking(id, Uuid::now_v7(), Uuid::now_v7())
+        .await
+        .expect("bookings index");
+    session
 }
 
 /// How many rows of `table` each node of the schema holds, read directly.
@@ -446,33 +453,7 @@ async fn account_on_node_zero(storage: &Storage) -> (Uuid, KeyBatch) {
                 == "shard-0"
         })
         .expect("ids are endless");
-    let email = format!("{}@example.com", id.simple());
-    storage
-        .register(&NewAccount {
-            id,
-            email: &email,
-            name: "Mover",
-            password_hash: PASSWORD_HASH,
-        })
-        .await
-        .expect("account");
-    let session = marquee_sharding::ids::scoped(id);
-    storage
-        .create_session(&NewSession {
-            id: session,
-            user_id: id,
-            refresh_hash: session.as_bytes(),
-            mfa: false,
-            user_agent: None,
-            ip: None,
-            ttl: std::time::Duration::from_secs(3600),
-        })
-        .await
-        .expect("session");
-    storage
-        .index_booking(id, Uuid::now_v7(), Uuid::now_v7())
-        .await
-        .expect("bookings index");
+    add_account(storage, id, &format!("{}@example.com", id.simple())).await;
     (
         id,
         KeyBatch {
