@@ -235,6 +235,9 @@ impl Notifier {
             .set("group.id", self.group())
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            // A fetch waits at most this long for new events: the default
+            // half second would be most of a notice's delay.
+            .set("fetch.wait.max.ms", "50")
             .create()?;
         consumer.subscribe(&[ORDERS_TOPIC])?;
         loop {
