@@ -38,6 +38,15 @@ async fn two_node_cluster() -> (
     (schema, small, all_shards)
 }
 
+/// The test cluster's three nodes, migrated.
+async fn three_node_cluster() -> (TestSchema, Storage) {
+    let schema = TestSchema::new();
+    let storage = schema.storage();
+    storage.migrate().await.expect("migrated");
+    storage.load_placement().await.expect("placement");
+    (schema, storage)
+}
+
 async fn populate(storage: &Storage, theaters: usize, accounts: usize) -> Population {
     let mut population = Population {
         theaters: Vec::new(),
@@ -227,10 +236,7 @@ async fn a_joining_node_takes_its_share_of_theaters_and_accounts_with_all_they_o
 
 #[tokio::test]
 async fn draining_a_node_moves_its_theaters_and_accounts_and_leaves_nothing_behind() {
-    let schema = TestSchema::new();
-    let storage = schema.storage();
-    storage.migrate().await.expect("migrated");
-    storage.load_placement().await.expect("placement");
+    let (schema, storage) = three_node_cluster().await;
     let population = populate(&storage, 9, 12).await;
     let before = storage.shard_map().await.expect("map");
     let mut after = before.nodes.clone();
@@ -256,10 +262,7 @@ async fn draining_a_node_moves_its_theaters_and_accounts_and_leaves_nothing_behi
 
 #[tokio::test]
 async fn an_instance_with_the_old_map_reads_and_writes_moved_keys_where_they_now_live() {
-    let schema = TestSchema::new();
-    let storage = schema.storage();
-    storage.migrate().await.expect("migrated");
-    storage.load_placement().await.expect("placement");
+    let (schema, storage) = three_node_cluster().await;
     let population = populate(&storage, 6, 12).await;
     // Each instance reloads its map at the first fence it meets, so each
     // kind of request gets an instance of its own that has met none.
@@ -488,10 +491,7 @@ async fn record_key_move(schema: &TestSchema, batch: &KeyBatch, state: &str) {
 
 #[tokio::test]
 async fn a_key_move_interrupted_while_moving_is_rolled_back_on_restart() {
-    let schema = TestSchema::new();
-    let storage = schema.storage();
-    storage.migrate().await.expect("migrated");
-    storage.load_placement().await.expect("placement");
+    let (schema, storage) = three_node_cluster().await;
     let (id, batch) = account_on_node_zero(&storage).await;
     record_key_move(&schema, &batch, "moving").await;
     fence_and_copy(&storage, &batch).await;
@@ -532,10 +532,7 @@ async fn a_key_move_interrupted_while_moving_is_rolled_back_on_restart() {
 
 #[tokio::test]
 async fn a_key_move_interrupted_after_cut_over_is_finished_on_restart() {
-    let schema = TestSchema::new();
-    let storage = schema.storage();
-    storage.migrate().await.expect("migrated");
-    storage.load_placement().await.expect("placement");
+    let (schema, storage) = three_node_cluster().await;
     let (id, batch) = account_on_node_zero(&storage).await;
     record_key_move(&schema, &batch, "cut_over").await;
     let rows = fence_and_copy(&storage, &batch).await;
@@ -596,10 +593,7 @@ async fn a_key_move_interrupted_after_cut_over_is_finished_on_restart() {
 
 #[tokio::test]
 async fn a_rebalance_that_stopped_beating_is_cleared_on_restart_and_a_live_one_is_not() {
-    let schema = TestSchema::new();
-    let storage = schema.storage();
-    storage.migrate().await.expect("migrated");
-    storage.load_placement().await.expect("placement");
+    let (schema, storage) = three_node_cluster().await;
     let catalog = connect(&schema.settings.database.catalog)
         .await
         .expect("catalog");
