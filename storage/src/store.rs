@@ -399,19 +399,31 @@ impl Storage {
         loop {
             let server = &self.cluster.route_hash(hash)?.primary;
             let client = server.get().await?;
-            let statement = client
-                .prepare_cached(sql)
-                .await
-                .map_err(|err| rejected(server, err))?;
-            let rows = client
-                .query(&statement, params)
-                .await
-                .map_err(|err| rejected(server, err))?;
-            if self
-                .still_owns(&client, server, hash, kind, &mut attempt)
-                .await?
-            {
-                return Ok(rows);
+            let (statement, fence) = futures::try_join!(
+                client.prepare_cached(sql),
+                client.prepare_cached(key_data::FENCE),
+            )
+            .map_err(|err| rejected(server, err))?;
+            // Sent together and run in order, in one round trip: the fence
+            // is read after the data.
+            let stored = key_data::stored_hash(hash);
+            let fence_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stored];
+            let (rows, fence) = futures::try_join!(
+                client.query(&statement, params),
+                client.query_opt(&fence, &fence_params),
+            )
+            .map_err(|err| rejected(server, err))?;
+            match fence {
+                None => return Ok(rows),
+                Some(fence) => {
+                    self.after_stale_route(
+                        server,
+                        format!("{kind} with routing hash {hash:016x}"),
+                        fence.get(0),
+                        &mut attempt,
+                    )
+                    .await?
+                }
             }
         }
     }
