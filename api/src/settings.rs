@@ -35,10 +35,13 @@ pub struct Settings {
     pub payments: PaymentsSettings,
     pub auth: AuthSettings,
     pub mail: marquee_notify::MailSettings,
+    pub sms: SmsSettings,
     #[serde(default)]
     pub relay: marquee_relay::Settings,
     #[serde(default)]
     pub notifications: marquee_notifications::Settings,
+    #[serde(default)]
+    pub jobs: marquee_jobs::Settings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +179,23 @@ pub struct PaymentsSettings {
     /// unknown and is looked up.
     pub timeout_ms: u64,
     /// How late the in-process sandbox answers the `tok_timeout` test card.
+    pub sandbox_late_answer_ms: u64,
+}
+
+/// Where text messages go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSettings {
+    /// The carrier's base URL (a Twilio-shaped Messages API). Empty runs
+    /// the sandbox carrier inside the service, on a loopback port of its
+    /// own, for local use and tests.
+    pub carrier_url: String,
+    pub account_sid: String,
+    pub auth_token: SecretString,
+    /// The sender number, E.164.
+    pub from: String,
+    pub timeout_ms: u64,
+    /// How late the in-process sandbox answers its late test number.
     pub sandbox_late_answer_ms: u64,
 }
 

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marquee_booking::Booking;
+use marquee_jobs::releases::ReleaseImporter;
+use marquee_jobs::scanner::Scanner;
+use marquee_jobs::Supervisor;
 use marquee_payments::{
     GatewayConfig, PaymentProvider, RunningGateway, SandboxCardConfig, SandboxCardProvider,
     SandboxGateway,
@@ -29,11 +32,14 @@ use crate::indexer::Indexer;
 use crate::listener::NoDelay;
 use crate::metrics::Metrics;
 use crate::routes;
-use crate::settings::{PaymentsSettings, RateLimitSettings, RedisSettings, Settings};
+use crate::settings::{PaymentsSettings, RateLimitSettings, RedisSettings, Settings, SmsSettings};
 use crate::state::AppState;
 use crate::sweeper;
 use marquee_auth::password::PasswordHasher;
 use marquee_ratelimit::{Limit, LimiterSettings, RateLimiter};
+use marquee_sms::{
+    CarrierConfig, HttpSmsConfig, HttpSmsProvider, RunningCarrier, SandboxCarrier, SmsProvider,
+};
 use redis::aio::ConnectionManager;
 
 /// Why the service could not start, phrased for the person starting it.
@@ -56,6 +62,8 @@ pub enum StartupError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("the sandbox SMS carrier could not start: {0}")]
+    Carrier(std::io::Error),
     #[error("the sandbox payment gateway could not start: {0}")]
     Gateway(std::io::Error),
     #[error(transparent)]
@@ -64,6 +72,8 @@ pub enum StartupError {
     Mail(#[from] marquee_notify::Error),
     #[error("accounts could not start: {0}")]
     Auth(#[from] marquee_auth::Error),
+    #[error("the periodic jobs could not start: {0}")]
+    Jobs(#[from] marquee_jobs::Error),
     #[error("the outbox relay could not start: {0}")]
     Relay(#[from] marquee_relay::Error),
     #[error("the notification service could not start: {0}")]
@@ -122,6 +132,39 @@ async fn payment_provider(
         timeout: Duration::from_millis(settings.timeout_ms),
     });
     Ok((Arc::new(provider), gateway))
+}
+
+/// The SMS carrier, and the sandbox carrier it talks to when none is
+/// configured.
+async fn sms_provider(
+    settings: &SmsSettings,
+) -> Result<(Arc<dyn SmsProvider>, Option<RunningCarrier>), StartupError> {
+    let mut carrier = None;
+    let base_url = if settings.carrier_url.trim().is_empty() {
+        let running = SandboxCarrier::new(CarrierConfig {
+            late_answer_delay: Duration::from_millis(settings.sandbox_late_answer_ms),
+            ..CarrierConfig::new(
+                settings.account_sid.clone(),
+                settings.auth_token.expose_secret().to_owned(),
+            )
+        })
+        .start("127.0.0.1:0")
+        .await
+        .map_err(StartupError::Carrier)?;
+        let url = running.url();
+        carrier = Some(running);
+        url
+    } else {
+        settings.carrier_url.clone()
+    };
+    let provider = HttpSmsProvider::new(HttpSmsConfig {
+        base_url,
+        account_sid: settings.account_sid.clone(),
+        auth_token: settings.auth_token.clone(),
+        from: settings.from.clone(),
+        timeout: Duration::from_millis(settings.timeout_ms),
+    });
+    Ok((Arc::new(provider), carrier))
 }
 
 /// A Redis connection for the shared rate limits and lockouts, or `None`
@@ -222,9 +265,14 @@ pub struct Application {
     relay: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
     bells: tokio::task::JoinHandle<()>,
+    jobs: Arc<Supervisor>,
+    monitor: tokio::task::JoinHandle<()>,
     /// The in-process sandbox gateway, when no real one is configured; it
     /// stops when the application is dropped.
     _gateway: Option<RunningGateway>,
+    /// The in-process sandbox SMS carrier, when no real one is configured;
+    /// tests read the texts it accepted.
+    carrier: Option<RunningCarrier>,
 }
 
 impl std::fmt::Debug for Application {
@@ -248,6 +296,7 @@ impl Application {
         let search = indexer.index();
         let readiness = Readiness::new(&settings, Arc::clone(storage.cluster()))?;
         let (provider, gateway) = payment_provider(&settings.payments).await?;
+        let (sms, carrier) = sms_provider(&settings.sms).await?;
         let booking = Arc::new(Booking::new(
             storage.clone(),
             provider,
@@ -270,8 +319,10 @@ impl Application {
             booking,
             auth: Arc::clone(&auth),
             inbox: Arc::clone(&inbox),
+            sms: Arc::clone(&sms),
             turnaround_minutes: settings.catalog.turnaround_minutes,
             horizon_days: settings.catalog.horizon_days,
+            max_subscriptions: settings.jobs.max_subscriptions,
         });
 
         let http = &settings.http;
@@ -362,12 +413,28 @@ impl Application {
         let notifier = Arc::new(marquee_notifications::Notifier::new(
             state.storage.clone(),
             state.auth.mailer.clone(),
+            Arc::clone(&state.sms),
             Arc::clone(&state.inbox) as Arc<dyn marquee_notifications::Bell>,
             &settings.broker.bootstrap_servers,
             settings.notifications.clone(),
             state.metrics.registry(),
         )?)
         .spawn();
+        let jobs = Arc::new(Supervisor::new(
+            state.storage.clone(),
+            settings.jobs.clone(),
+            state.metrics.registry(),
+        )?);
+        jobs.start(Arc::new(Scanner::new(
+            state.storage.clone(),
+            Duration::from_millis(settings.jobs.scan_every_ms),
+        )));
+        jobs.start(Arc::new(ReleaseImporter::new(
+            state.storage.clone(),
+            &settings.jobs.releases_dir,
+            Duration::from_millis(settings.jobs.import_every_ms),
+        )));
+        let monitor = jobs.spawn_monitor();
 
         Ok(Self {
             addr: bound,
@@ -380,12 +447,20 @@ impl Application {
             relay,
             notifier,
             bells,
+            jobs,
+            monitor,
             _gateway: gateway,
+            carrier,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The in-process sandbox carrier, if it runs.
+    pub fn sms_carrier(&self) -> Option<&RunningCarrier> {
+        self.carrier.as_ref()
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -407,6 +482,8 @@ impl Application {
         self.relay.abort();
         self.notifier.abort();
         self.bells.abort();
+        self.monitor.abort();
+        self.jobs.shutdown();
         served
     }
 }

@@ -20,6 +20,10 @@ pub struct AppState {
     pub booking: Arc<Booking>,
     pub auth: Arc<AuthState>,
     pub inbox: Arc<crate::inbox::InboxHub>,
+    /// Texts go out through it.
+    pub sms: Arc<dyn marquee_sms::SmsProvider>,
     pub turnaround_minutes: u32,
     pub horizon_days: u32,
+    /// Subscriptions one account may hold.
+    pub max_subscriptions: i64,
 }

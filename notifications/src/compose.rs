@@ -210,3 +210,16 @@ pub fn notice(
         ),
     )
 }
+
+/// An alert a subscription raised, as a plain mail.
+pub fn alert_mail(to: &str, title: &str, body: &str) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: title.to_owned(),
+        text: format!(
+            "{body}\n\nYou get this because you subscribed to it in Marquee. \
+             Manage your subscriptions and channels in your account.\n"
+        ),
+        ..Mail::default()
+    }
+}

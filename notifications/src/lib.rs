@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use marquee_notify::Mailer;
 use marquee_sharding::NodeId;
+use marquee_sms::{SmsMessage, SmsProvider};
 use marquee_storage::inbox::{notice_id, NewNotice};
 use marquee_storage::receipts::Claim;
 use marquee_storage::Storage;
@@ -35,7 +36,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Deserialize;
 use uuid::Uuid;
 
-pub use compose::{cancellation, confirmation, notice, Booking};
+pub use compose::{alert_mail, cancellation, confirmation, notice, Booking};
 
 /// Wakes whoever waits on a user's in-app inbox, on any instance.
 #[async_trait::async_trait]
@@ -45,9 +46,15 @@ pub trait Bell: Send + Sync {
 
 /// The topic booking events arrive on.
 pub const ORDERS_TOPIC: &str = "marquee.orders";
+/// The topic account events, subscription alerts among them, arrive on.
+pub const ACCOUNTS_TOPIC: &str = "marquee.accounts";
 
-/// The email channel's name in receipts and metrics.
+/// The channels' names in receipts and metrics.
 const EMAIL: &str = "email";
+const SMS: &str = "sms";
+const IN_APP: &str = "in_app";
+/// The longest SMS body sent: three concatenated parts.
+const SMS_MAX_CHARS: usize = 459;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -91,6 +98,8 @@ pub enum Error {
     Storage(#[from] marquee_storage::Error),
     #[error(transparent)]
     Mail(#[from] marquee_notify::Error),
+    #[error(transparent)]
+    Sms(#[from] marquee_sms::SmsError),
     #[error("the broker failed: {0}")]
     Broker(#[from] KafkaError),
     #[error("notification metrics could not be registered: {0}")]
@@ -104,7 +113,11 @@ pub enum Error {
 impl Error {
     /// Whether trying again can help: a malformed event stays malformed.
     fn is_transient(&self) -> bool {
-        !matches!(self, Error::Malformed(_))
+        match self {
+            Error::Malformed(_) => false,
+            Error::Sms(err) => !err.is_permanent(),
+            _ => true,
+        }
     }
 }
 
@@ -147,6 +160,7 @@ impl Handled {
 pub struct Notifier {
     storage: Storage,
     mailer: Mailer,
+    sms: Arc<dyn SmsProvider>,
     bell: Arc<dyn Bell>,
     bootstrap: String,
     producer: FutureProducer,
@@ -170,6 +184,7 @@ impl Notifier {
     pub fn new(
         storage: Storage,
         mailer: Mailer,
+        sms: Arc<dyn SmsProvider>,
         bell: Arc<dyn Bell>,
         bootstrap: &str,
         settings: Settings,
@@ -183,7 +198,7 @@ impl Notifier {
         let handled = IntCounterVec::new(
             Opts::new(
                 "notifications_total",
-                "Booking events the notification service handled, by channel and outcome",
+                "Deliveries of booking notices and alerts, by channel and outcome",
             ),
             &["channel", "outcome"],
         )?;
@@ -202,6 +217,7 @@ impl Notifier {
         Ok(Self {
             storage,
             mailer,
+            sms,
             bell,
             bootstrap: bootstrap.to_owned(),
             producer,
@@ -239,7 +255,7 @@ impl Notifier {
             // half second would be most of a notice's delay.
             .set("fetch.wait.max.ms", "50")
             .create()?;
-        consumer.subscribe(&[ORDERS_TOPIC])?;
+        consumer.subscribe(&[ORDERS_TOPIC, ACCOUNTS_TOPIC])?;
         loop {
             let mut batch = vec![consumer.recv().await?];
             while batch.len() < self.settings.batch.max(1) {
@@ -298,12 +314,7 @@ impl Notifier {
         let mut attempt = 1;
         loop {
             match self.handle(payload).await {
-                Ok(handled) => {
-                    self.handled
-                        .with_label_values(&[EMAIL, handled.label()])
-                        .inc();
-                    return Ok(());
-                }
+                Ok(_) => return Ok(()),
                 Err(err) if err.is_transient() && attempt < self.settings.max_attempts => {
                     tracing::warn!(error = %err, attempt, "notification failed; retrying");
                     let wait = self.settings.retry_base_ms << (attempt - 1).min(10);
@@ -314,7 +325,7 @@ impl Notifier {
                     tracing::error!(error = %err, attempt, "notification dead-lettered");
                     self.dead_letter(message, &err).await?;
                     self.handled
-                        .with_label_values(&[EMAIL, "dead_lettered"])
+                        .with_label_values(&["event", "dead_lettered"])
                         .inc();
                     return Ok(());
                 }
@@ -346,25 +357,172 @@ impl Notifier {
         Ok(())
     }
 
-    /// Handles one event from the orders topic, once per customer however
-    /// often it arrives.
+    /// Handles one event, once per customer and channel however often it
+    /// arrives: sent if any channel sent, a duplicate if every channel had
+    /// sent before.
     pub async fn handle(&self, payload: &[u8]) -> Result<Handled, Error> {
         let envelope: Envelope =
             serde_json::from_slice(payload).map_err(|err| Error::Malformed(err.to_string()))?;
         if envelope.deployment.as_deref() != Some(self.storage.schema()) {
             return Ok(Handled::Skipped);
         }
-        let handled = match envelope.event.as_str() {
-            "order.confirmed" | "order.cancelled" => self.notify_booking(&envelope).await?,
-            _ => Handled::Skipped,
-        };
-        if handled == Handled::Sent {
-            let age = (Utc::now() - envelope.created_at).num_milliseconds().max(0);
-            self.delay
-                .with_label_values(&[EMAIL])
-                .observe(age as f64 / 1000.0);
+        match envelope.event.as_str() {
+            "order.confirmed" | "order.cancelled" => self.notify_booking(&envelope).await,
+            "alert.raised" => self.notify_alert(&envelope).await,
+            _ => Ok(Handled::Skipped),
         }
-        Ok(handled)
+    }
+
+    /// Sends on `channel` unless this event's receipt says it was sent.
+    /// The receipt is claimed first and marked after, so a consumer dying
+    /// in between leaves a claim that goes stale and is taken over. An SMS
+    /// the carrier refuses for good (a number that cannot receive texts)
+    /// is marked too, and counted `refused`: trying again cannot help, and
+    /// the other channels still tell the customer.
+    async fn once(
+        &self,
+        envelope: &Envelope,
+        channel: &'static str,
+        send: impl std::future::Future<Output = Result<(), Error>>,
+    ) -> Result<Handled, Error> {
+        let node = NodeId::new(&envelope.node);
+        let stale = Duration::from_secs(self.settings.claim_timeout_seconds);
+        match self
+            .storage
+            .claim_receipt(&node, envelope.seq, channel, stale)
+            .await?
+        {
+            Claim::Sent => {
+                self.count(channel, Handled::Duplicate.label());
+                return Ok(Handled::Duplicate);
+            }
+            Claim::InFlight => return Err(Error::InFlight),
+            Claim::Claimed => {}
+        }
+        match send.await {
+            Ok(()) => {}
+            Err(Error::Sms(err)) if err.is_permanent() => {
+                tracing::warn!(error = %err, seq = envelope.seq, "the carrier refused an SMS for good");
+                self.storage.mark_sent(&node, envelope.seq, channel).await?;
+                self.count(channel, "refused");
+                return Ok(Handled::Skipped);
+            }
+            Err(err) => {
+                self.storage
+                    .release_receipt(&node, envelope.seq, channel)
+                    .await?;
+                return Err(err);
+            }
+        }
+        self.storage.mark_sent(&node, envelope.seq, channel).await?;
+        self.count(channel, Handled::Sent.label());
+        let age = (Utc::now() - envelope.created_at).num_milliseconds().max(0);
+        self.delay
+            .with_label_values(&[channel])
+            .observe(age as f64 / 1000.0);
+        Ok(Handled::Sent)
+    }
+
+    fn count(&self, channel: &str, outcome: &str) {
+        self.handled.with_label_values(&[channel, outcome]).inc();
+    }
+
+    /// Files a notice in the user's inbox and rings their bell; the
+    /// notice's id comes from the event, so a redelivery files nothing.
+    async fn file(
+        &self,
+        envelope: &Envelope,
+        user: Uuid,
+        notice: NewNotice<'_>,
+    ) -> Result<Handled, Error> {
+        let id = notice_id(user, &format!("{}:{}", envelope.node, envelope.seq));
+        if !self.storage.file_notice(id, &notice).await? {
+            self.count(IN_APP, Handled::Duplicate.label());
+            return Ok(Handled::Duplicate);
+        }
+        self.bell.ring(user).await;
+        self.count(IN_APP, Handled::Sent.label());
+        Ok(Handled::Sent)
+    }
+
+    async fn text(
+        &self,
+        envelope: &Envelope,
+        to: &str,
+        title: &str,
+        body: &str,
+    ) -> Result<Handled, Error> {
+        let mut text = format!("Marquee: {title}. {body}");
+        if text.chars().count() > SMS_MAX_CHARS {
+            text = text.chars().take(SMS_MAX_CHARS - 1).collect::<String>() + "…";
+        }
+        let message = SmsMessage {
+            to: to.to_owned(),
+            body: text,
+            idempotency_key: format!(
+                "{}:{}:{}",
+                self.storage.schema(),
+                envelope.node,
+                envelope.seq
+            ),
+        };
+        self.once(envelope, SMS, async {
+            self.sms.send(&message).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// An alert a subscription raised, on the channels the user chose.
+    async fn notify_alert(&self, envelope: &Envelope) -> Result<Handled, Error> {
+        let user = envelope.aggregate_id;
+        let field = |name: &str| {
+            envelope
+                .payload
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| Error::Malformed(format!("an alert without {name}")))
+        };
+        let (kind, title, body) = (field("kind")?, field("title")?, field("body")?);
+        let subject_id = envelope
+            .payload
+            .get("subject_id")
+            .and_then(|id| serde_json::from_value::<Uuid>(id.clone()).ok());
+        let Some(account) = self
+            .storage
+            .account(user)
+            .await?
+            .filter(|account| account.is_active())
+        else {
+            return Ok(Handled::Skipped);
+        };
+        let preferences = self.storage.preferences(user).await?;
+        let mut outcomes = Vec::new();
+        if preferences.in_app {
+            let notice = NewNotice {
+                user_id: user,
+                kind: &kind,
+                title: &title,
+                body: &body,
+                subject_id,
+            };
+            outcomes.push(self.file(envelope, user, notice).await?);
+        }
+        if let (true, Some(to)) = (preferences.email, account.email.as_deref()) {
+            let mail = alert_mail(to, &title, &body);
+            outcomes.push(
+                self.once(envelope, EMAIL, async {
+                    self.mailer.send(&mail).await?;
+                    Ok(())
+                })
+                .await?,
+            );
+        }
+        if let (true, Some(phone)) = (preferences.sms, preferences.phone.as_deref()) {
+            outcomes.push(self.text(envelope, phone, &title, &body).await?);
+        }
+        Ok(overall(&outcomes))
     }
 
     async fn notify_booking(&self, envelope: &Envelope) -> Result<Handled, Error> {
@@ -407,45 +565,39 @@ impl Notifier {
                 .unwrap_or(0);
             cancellation(&booking, &seats, refund, now)
         };
-        if let Some(user) = user {
-            let (kind, title, body) = notice(&booking, &envelope.event, &envelope.payload);
-            let id = notice_id(user, &format!("{}:{}", envelope.node, envelope.seq));
-            let filed = self
-                .storage
-                .file_notice(
-                    id,
-                    &NewNotice {
-                        user_id: user,
-                        kind,
-                        title: &title,
-                        body: &body,
-                        subject_id: Some(order.id),
-                    },
-                )
-                .await?;
-            if filed {
-                self.bell.ring(user).await;
+        let mut outcomes = Vec::new();
+        let (kind, title, body) = notice(&booking, &envelope.event, &envelope.payload);
+        let preferences = match user {
+            Some(user) => Some((user, self.storage.preferences(user).await?)),
+            None => None,
+        };
+        if let Some((user, preferences)) = &preferences {
+            if preferences.in_app {
+                let notice = NewNotice {
+                    user_id: *user,
+                    kind,
+                    title: &title,
+                    body: &body,
+                    subject_id: Some(order.id),
+                };
+                outcomes.push(self.file(envelope, *user, notice).await?);
             }
         }
-        let node = NodeId::new(&envelope.node);
-        let stale = Duration::from_secs(self.settings.claim_timeout_seconds);
-        match self
-            .storage
-            .claim_receipt(&node, envelope.seq, EMAIL, stale)
-            .await?
-        {
-            Claim::Sent => return Ok(Handled::Duplicate),
-            Claim::InFlight => return Err(Error::InFlight),
-            Claim::Claimed => {}
+        // The confirmation carries the tickets: it goes to the booking's
+        // address whatever the account's preferences.
+        outcomes.push(
+            self.once(envelope, EMAIL, async {
+                self.mailer.send(&mail).await?;
+                Ok(())
+            })
+            .await?,
+        );
+        if let Some((_, preferences)) = &preferences {
+            if let (true, Some(phone)) = (preferences.sms, preferences.phone.as_deref()) {
+                outcomes.push(self.text(envelope, phone, &title, &body).await?);
+            }
         }
-        if let Err(err) = self.mailer.send(&mail).await {
-            self.storage
-                .release_receipt(&node, envelope.seq, EMAIL)
-                .await?;
-            return Err(err.into());
-        }
-        self.storage.mark_sent(&node, envelope.seq, EMAIL).await?;
-        Ok(Handled::Sent)
+        Ok(overall(&outcomes))
     }
 
     /// Where a customer's notices go: a guest's address as given; an
@@ -468,5 +620,16 @@ impl Notifier {
             Some(email) => (Some(email), Some(user)),
             None => (None, None),
         })
+    }
+}
+
+/// One event's outcome from its channels'.
+fn overall(outcomes: &[Handled]) -> Handled {
+    if outcomes.contains(&Handled::Sent) {
+        Handled::Sent
+    } else if outcomes.contains(&Handled::Duplicate) {
+        Handled::Duplicate
+    } else {
+        Handled::Skipped
     }
 }

@@ -21,7 +21,7 @@ const MAX_CELLS: usize = 128;
 const BOX_SLACK_DEGREES: f64 = 1e-9;
 
 /// Great-circle distance in kilometres.
-pub(crate) fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let (phi1, phi2) = (lat1.to_radians(), lat2.to_radians());
     let d_phi = (lat2 - lat1).to_radians();
     let d_lambda = (lon2 - lon1).to_radians();

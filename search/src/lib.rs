@@ -30,6 +30,7 @@ use tantivy::{Directory, Index, IndexReader, IndexWriter, ReloadPolicy};
 use uuid::Uuid;
 
 pub use cursor::Cursor;
+pub use geo::haversine_km;
 
 use movies::{MovieFields, MovieTable};
 use showtimes::{Registry, ShowtimeFields, Showtimes};

@@ -176,7 +176,7 @@ const LOCK_TOKEN_USER: &str =
     "select 1 from users where id = (select user_id from user_tokens where id = $1) for update";
 const LOCK_EMAIL: &str = "select 1 from user_emails where email = $1 for update";
 
-fn user_key(user: &Uuid) -> KeyLock<'_> {
+pub(crate) fn user_key(user: &Uuid) -> KeyLock<'_> {
     KeyLock {
         hash: ids::route_hash(*user),
         kind: "account",
@@ -550,10 +550,11 @@ impl Storage {
                 for statement in [
                     "update users set email = null, email_verified_at = null, name = null, \
                          password_hash = null, totp_secret = null, totp_pending = null, \
-                         deleted_at = coalesce(deleted_at, now()), updated_at = now() where id = $1",
+                         phone = null, deleted_at = coalesce(deleted_at, now()), updated_at = now() where id = $1",
                     "update sessions set revoked_at = now(), user_agent = null, ip = null \
                          where user_id = $1",
                     "delete from user_tokens where user_id = $1",
+                    "delete from subscriptions where user_id = $1",
                 ] {
                     transaction
                         .execute(statement, &[&user])

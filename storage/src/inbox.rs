@@ -5,7 +5,7 @@ use marquee_sharding::{ids, placement::hash_key};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::store::KeyLock;
+use crate::accounts::user_key;
 use crate::{Error, Storage};
 
 /// A notice in a user's inbox.
@@ -55,15 +55,6 @@ pub fn notice_id(user: Uuid, event: &str) -> Uuid {
     bytes[..8].copy_from_slice(&ids::route_hash(user).to_be_bytes());
     bytes[8..].copy_from_slice(&hash_key(event.as_bytes()).to_be_bytes());
     Uuid::from_bytes(bytes)
-}
-
-fn user_key(user: &Uuid) -> KeyLock<'_> {
-    KeyLock {
-        hash: ids::route_hash(*user),
-        kind: "account",
-        lock: "select 1 from users where id = $1 for update",
-        param: user,
-    }
 }
 
 impl Storage {

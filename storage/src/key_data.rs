@@ -1,7 +1,7 @@
 //! The rows of theaters, accounts and email index entries, as batches that
 //! move between nodes during a rebalance. A theater brings its screens and
 //! their timetables; an account its sessions, mailed tokens, bookings
-//! index and inbox; an email index entry is one row. Rows travel as JSON of the
+//! index, inbox and subscriptions; an email index entry is one row. Rows travel as JSON of the
 //! table's own row type, like a movie's (see [`crate::movie_data`]).
 
 use deadpool_postgres::GenericClient;
@@ -25,6 +25,8 @@ const TABLES: &[(&str, &str, &str)] = &[
     ("user_tokens", "user_id = any($2)", "id"),
     ("user_bookings", "user_id = any($2)", "user_id, hold_id"),
     ("inbox", "user_id = any($2)", "id"),
+    ("subscriptions", "user_id = any($2)", "id"),
+    ("subscription_alerts", "user_id = any($2)", "id"),
     ("user_emails", "email = any($3)", "email"),
 ];
 

@@ -5,6 +5,9 @@
 //! - [`accounts`]: accounts, sessions, mail tokens and the user's bookings
 //!   index, on the shard of the user's id; the email index by address.
 //! - [`inbox`]: the in-app inbox of a signed-in user, on the user's node.
+//! - [`subscriptions`]: what users asked to hear about, the alerts raised,
+//!   and each user's channel preferences, on the user's node.
+//! - [`jobs`]: leases, heartbeats and cursors of periodic jobs, on the catalog.
 //! - [`audit`]: the append-only audit log on the catalog node.
 //! - [`movies`]: movie rows, which live on the shard of their id.
 //! - [`theaters`]: theaters, screens and each screen's timetable, on the
@@ -32,6 +35,7 @@ pub mod demo_places;
 mod error;
 pub mod holds;
 pub mod inbox;
+pub mod jobs;
 pub mod key_data;
 mod key_moves;
 pub mod layout;
@@ -46,6 +50,7 @@ pub mod receipts;
 pub mod seating;
 pub mod showtimes;
 mod store;
+pub mod subscriptions;
 pub mod theaters;
 
 pub use catalog::{MovieFilter, MoviePage, NewShowtimeRequest, ShowtimeChange};

@@ -9,6 +9,7 @@ mod ops;
 mod search;
 mod shards;
 mod showtimes;
+mod subscriptions;
 mod theaters;
 
 use poem_openapi::{OpenApiService, Tags};
@@ -50,6 +51,7 @@ pub type Service = OpenApiService<
         bookings::BookingsApi,
         accounts::AccountsApi,
         inbox::InboxApi,
+        subscriptions::SubscriptionsApi,
         shards::ShardsApi,
         shards::PlacementApi,
     ),
@@ -68,6 +70,7 @@ pub fn service(server: &str) -> Service {
             bookings::BookingsApi,
             accounts::AccountsApi,
             inbox::InboxApi,
+            subscriptions::SubscriptionsApi,
             shards::ShardsApi,
             shards::PlacementApi,
         ),

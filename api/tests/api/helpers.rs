@@ -54,6 +54,10 @@ impl TestSchema {
             ),
             ("MARQUEE__REDIS__KEY_PREFIX", format!("{name}:")),
             ("MARQUEE__LOG__FILTER", "warn".to_owned()),
+            (
+                "MARQUEE__JOBS__RELEASES_DIR",
+                dir.join("releases").display().to_string(),
+            ),
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
@@ -128,6 +132,9 @@ pub async fn connect(endpoint: &Endpoint) -> Result<tokio_postgres::Client, toki
 
 pub struct TestApp {
     pub address: String,
+    /// The in-process sandbox SMS carrier, whose message list tests read
+    /// over its HTTP API.
+    pub sms_url: Option<String>,
     pub client: reqwest::Client,
     pub state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -158,6 +165,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("application builds");
     let address = format!("https://127.0.0.1:{}", app.port());
+    let sms_url = app.sms_carrier().map(marquee_sms::RunningCarrier::url);
     let state = Arc::clone(app.state());
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -165,6 +173,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     }));
     TestApp {
         address,
+        sms_url,
         client: https_client(),
         state,
         shutdown: Some(shutdown),

@@ -185,6 +185,7 @@ async fn a_stream_replayed_from_the_start_sends_nothing_twice() {
         Notifier::new(
             app.state.storage.clone(),
             app.state.auth.mailer.clone(),
+            Arc::clone(&app.state.sms),
             Arc::clone(&app.state.inbox) as Arc<dyn marquee_notifications::Bell>,
             &app.schema.settings.broker.bootstrap_servers,
             Settings {
@@ -252,6 +253,7 @@ async fn another_deployments_events_and_malformed_ones_are_not_sent() {
     let notifier = Notifier::new(
         app.state.storage.clone(),
         app.state.auth.mailer.clone(),
+        Arc::clone(&app.state.sms),
         Arc::clone(&app.state.inbox) as Arc<dyn marquee_notifications::Bell>,
         &app.schema.settings.broker.bootstrap_servers,
         Settings::default(),

@@ -1,0 +1,365 @@
+//! What signed-in users subscribed to hear about, the alerts those
+//! subscriptions raised, and each user's notification preferences; all on
+//! the node that owns the user.
+
+use chrono::{DateTime, Utc};
+use marquee_sharding::{ids, ShardNode};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::accounts::user_key;
+use crate::store::rejected;
+use crate::{Error, Storage};
+
+/// A point and the distance around it that counts as near.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Near {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub radius_km: f64,
+}
+
+/// What a subscription matches: every filter it sets must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub movie_id: Option<Uuid>,
+    /// Lower-cased words that must all appear in the title.
+    pub title_words: Vec<String>,
+    pub genre: Option<String>,
+    /// Lower-cased.
+    pub city: Option<String>,
+    pub near: Option<Near>,
+    pub theater_id: Option<Uuid>,
+    pub format: Option<String>,
+    /// Watches this sold-out showtime for freed seats.
+    pub showtime_id: Option<Uuid>,
+}
+
+impl Filter {
+    /// A filter on what a movie is, not where or how it plays: it is told
+    /// about new releases rather than about each new showtime.
+    pub fn is_movie_level(&self) -> bool {
+        self.movie_id.is_none()
+            && self.city.is_none()
+            && self.near.is_none()
+            && self.theater_id.is_none()
+            && self.format.is_none()
+            && self.showtime_id.is_none()
+            && (!self.title_words.is_empty() || self.genre.is_some())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub filter: Filter,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An alert a subscription raises: written once per `id`, with its change
+/// event, which the notification service delivers.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub subscription_id: Uuid,
+    /// What the notification service needs: kind, title, body, subject.
+    pub payload: serde_json::Value,
+    /// A seat watch is spent by its alert.
+    pub spends_subscription: bool,
+}
+
+/// The channels a user wants notices on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preferences {
+    pub email: bool,
+    pub sms: bool,
+    pub in_app: bool,
+    /// E.164; SMS needs one.
+    pub phone: Option<String>,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Self {
+            email: true,
+            sms: false,
+            in_app: true,
+            phone: None,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, user_id, movie_id, title_words, genre, city, latitude, longitude, \
+                       radius_km, theater_id, format, showtime_id, created_at";
+
+fn from_row(row: &Row) -> Subscription {
+    let latitude: Option<f64> = row.get(6);
+    let longitude: Option<f64> = row.get(7);
+    let radius_km: Option<f64> = row.get(8);
+    let near = match (latitude, longitude, radius_km) {
+        (Some(latitude), Some(longitude), Some(radius_km)) => Some(Near {
+            latitude,
+            longitude,
+            radius_km,
+        }),
+        _ => None,
+    };
+    Subscription {
+        id: row.get(0),
+        user_id: row.get(1),
+        filter: Filter {
+            movie_id: row.get(2),
+            title_words: row.get::<_, Option<Vec<String>>>(3).unwrap_or_default(),
+            genre: row.get(4),
+            city: row.get(5),
+            near,
+            theater_id: row.get(9),
+            format: row.get(10),
+            showtime_id: row.get(11),
+        },
+        created_at: row.get(12),
+    }
+}
+
+impl Storage {
+    /// Stores a subscription unless the user already has `cap`; the count
+    /// and the insert run under the user's lock, so parallel requests
+    /// cannot pass the cap together.
+    pub async fn subscribe(
+        &self,
+        user: Uuid,
+        filter: &Filter,
+        cap: i64,
+    ) -> Result<Subscription, Error> {
+        let id = ids::scoped(user);
+        let filter = filter.clone();
+        self.in_key_transaction(user_key(&user), move |transaction, server| {
+            let filter = filter.clone();
+            Box::pin(async move {
+                let held: i64 = transaction
+                    .query_one(
+                        "select count(*) from subscriptions where user_id = $1",
+                        &[&user],
+                    )
+                    .await
+                    .map_err(|err| rejected(server, err))?
+                    .get(0);
+                if held >= cap {
+                    return Err(Error::Conflict(format!(
+                        "an account may hold {cap} subscriptions; delete one before adding another"
+                    )));
+                }
+                let words = (!filter.title_words.is_empty()).then_some(&filter.title_words);
+                let row = transaction
+                    .query_one(
+                        &format!(
+                            "insert into subscriptions (id, user_id, movie_id, title_words, genre, city, \
+                             latitude, longitude, radius_km, theater_id, format, showtime_id) \
+                             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning {COLUMNS}"
+                        ),
+                        &[
+                            &id,
+                            &user,
+                            &filter.movie_id,
+                            &words,
+                            &filter.genre,
+                            &filter.city,
+                            &filter.near.map(|near| near.latitude),
+                            &filter.near.map(|near| near.longitude),
+                            &filter.near.map(|near| near.radius_km),
+                            &filter.theater_id,
+                            &filter.format,
+                            &filter.showtime_id,
+                        ],
+                    )
+                    .await
+                    .map_err(|err| rejected(server, err))?;
+                Ok(from_row(&row))
+            })
+        })
+        .await
+    }
+
+    /// The user's subscriptions, oldest first.
+    pub async fn subscriptions(&self, user: Uuid) -> Result<Vec<Subscription>, Error> {
+        Ok(self
+            .read_key(
+                ids::route_hash(user),
+                "account",
+                &format!(
+                    "select {COLUMNS} from subscriptions where user_id = $1 order by created_at, id"
+                ),
+                &[&user],
+            )
+            .await?
+            .iter()
+            .map(from_row)
+            .collect())
+    }
+
+    /// Deletes one of the user's subscriptions; false if it had none with
+    /// that id.
+    pub async fn unsubscribe(&self, user: Uuid, id: Uuid) -> Result<bool, Error> {
+        Ok(!self
+            .write_key(
+                user_key(&user),
+                "delete from subscriptions where id = $2 and user_id = $1 returning 1",
+                &[&user, &id],
+            )
+            .await?
+            .is_empty())
+    }
+
+    /// Subscriptions on `node` that may match new showtimes of `movies` at
+    /// `theaters`: the cheap filters are applied here, the rest by the
+    /// caller. Seat watches are not among them.
+    pub async fn showtime_subscriptions(
+        &self,
+        node: &ShardNode,
+        movies: &[Uuid],
+        theaters: &[Uuid],
+    ) -> Result<Vec<Subscription>, Error> {
+        let server = &node.primary;
+        let client = server.get().await?;
+        Ok(client
+            .query(
+                &format!(
+                    "select {COLUMNS} from subscriptions where showtime_id is null \
+                     and (movie_id is null or movie_id = any($1)) \
+                     and (theater_id is null or theater_id = any($2))"
+                ),
+                &[&movies, &theaters],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+            .iter()
+            .map(from_row)
+            .collect())
+    }
+
+    /// Movie-level subscriptions on `node` (title words or genre only),
+    /// which hear about new releases.
+    pub async fn release_subscriptions(
+        &self,
+        node: &ShardNode,
+    ) -> Result<Vec<Subscription>, Error> {
+        let server = &node.primary;
+        let client = server.get().await?;
+        Ok(client
+            .query(
+                &format!(
+                    "select {COLUMNS} from subscriptions where showtime_id is null \
+                     and movie_id is null and city is null and latitude is null \
+                     and theater_id is null and format is null \
+                     and (title_words is not null or genre is not null)"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+            .iter()
+            .map(from_row)
+            .collect())
+    }
+
+    /// The seat watches on `node`.
+    pub async fn seat_watches(&self, node: &ShardNode) -> Result<Vec<Subscription>, Error> {
+        let server = &node.primary;
+        let client = server.get().await?;
+        Ok(client
+            .query(
+                &format!("select {COLUMNS} from subscriptions where showtime_id is not null"),
+                &[],
+            )
+            .await
+            .map_err(|err| rejected(server, err))?
+            .iter()
+            .map(from_row)
+            .collect())
+    }
+
+    /// Raises an alert and writes its change event, in one statement under
+    /// the user's lock; false if it was raised before. A seat watch's
+    /// alert deletes the watch with it.
+    pub async fn raise_alert(&self, alert: &Alert) -> Result<bool, Error> {
+        Ok(!self
+            .write_key(
+                user_key(&alert.user_id),
+                "with raised as ( \
+                     insert into subscription_alerts (id, user_id, subscription_id) \
+                     values ($2, $1, $3) on conflict (id) do nothing returning id), \
+                 spent as ( \
+                     delete from subscriptions where id = $3 and user_id = $1 and $5 \
+                     and exists (select 1 from raised) returning id) \
+                 insert into outbox (aggregate, aggregate_id, event, payload) \
+                 select 'user', $1, 'alert.raised', $4 from raised returning 1",
+                &[
+                    &alert.user_id,
+                    &alert.id,
+                    &alert.subscription_id,
+                    &alert.payload,
+                    &alert.spends_subscription,
+                ],
+            )
+            .await?
+            .is_empty())
+    }
+
+    /// Deletes a seat watch whose showtime has begun or is gone.
+    pub async fn drop_watch(&self, user: Uuid, id: Uuid) -> Result<(), Error> {
+        self.write_key(
+            user_key(&user),
+            "delete from subscriptions where id = $2 and user_id = $1 returning 1",
+            &[&user, &id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The user's notification preferences; the defaults for an unknown
+    /// user.
+    pub async fn preferences(&self, user: Uuid) -> Result<Preferences, Error> {
+        Ok(self
+            .read_key(
+                ids::route_hash(user),
+                "account",
+                "select notify_email, notify_sms, notify_in_app, phone from users where id = $1",
+                &[&user],
+            )
+            .await?
+            .first()
+            .map(|row| Preferences {
+                email: row.get(0),
+                sms: row.get(1),
+                in_app: row.get(2),
+                phone: row.get(3),
+            })
+            .unwrap_or_default())
+    }
+
+    /// Replaces the user's notification preferences; false if there is no
+    /// live account.
+    pub async fn set_preferences(
+        &self,
+        user: Uuid,
+        preferences: &Preferences,
+    ) -> Result<bool, Error> {
+        Ok(!self
+            .write_key(
+                user_key(&user),
+                "update users set notify_email = $2, notify_sms = $3, notify_in_app = $4, phone = $5, \
+                 updated_at = now() where id = $1 and deleted_at is null returning 1",
+                &[
+                    &user,
+                    &preferences.email,
+                    &preferences.sms,
+                    &preferences.in_app,
+                    &preferences.phone,
+                ],
+            )
+            .await?
+            .is_empty())
+    }
+}
