@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod problem;
 pub mod rendered;
 pub mod routes;
+pub mod seat_feed;
 pub mod seed;
 pub mod settings;
 pub mod simulate;

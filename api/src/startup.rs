@@ -32,6 +32,7 @@ use crate::indexer::Indexer;
 use crate::listener::NoDelay;
 use crate::metrics::Metrics;
 use crate::routes;
+use crate::seat_feed::SeatFeed;
 use crate::settings::{PaymentsSettings, RateLimitSettings, RedisSettings, Settings, SmsSettings};
 use crate::state::AppState;
 use crate::sweeper;
@@ -266,6 +267,7 @@ pub struct Application {
     notifier: tokio::task::JoinHandle<()>,
     bells: tokio::task::JoinHandle<()>,
     jobs: Arc<Supervisor>,
+    seat_feed: tokio::task::JoinHandle<()>,
     monitor: tokio::task::JoinHandle<()>,
     /// The in-process sandbox gateway, when no real one is configured; it
     /// stops when the application is dropped.
@@ -310,6 +312,10 @@ impl Application {
             &settings.redis.key_prefix,
             Duration::from_millis(settings.redis.timeout_ms.max(1) * 20),
         ));
+        let seats = Arc::new(SeatFeed::new(
+            storage.clone(),
+            &settings.broker.bootstrap_servers,
+        ));
         let state = Arc::new(AppState {
             storage,
             search,
@@ -319,6 +325,7 @@ impl Application {
             booking,
             auth: Arc::clone(&auth),
             inbox: Arc::clone(&inbox),
+            seats,
             sms: Arc::clone(&sms),
             turnaround_minutes: settings.catalog.turnaround_minutes,
             horizon_days: settings.catalog.horizon_days,
@@ -410,6 +417,7 @@ impl Application {
         )?)
         .spawn();
         let bells = Arc::clone(&state.inbox).spawn_listener();
+        let seat_feed = Arc::clone(&state.seats).spawn();
         let notifier = Arc::new(marquee_notifications::Notifier::new(
             state.storage.clone(),
             state.auth.mailer.clone(),
@@ -449,6 +457,7 @@ impl Application {
             bells,
             jobs,
             monitor,
+            seat_feed,
             _gateway: gateway,
             carrier,
         })
@@ -483,6 +492,7 @@ impl Application {
         self.notifier.abort();
         self.bells.abort();
         self.monitor.abort();
+        self.seat_feed.abort();
         self.jobs.shutdown();
         served
     }

@@ -20,6 +20,8 @@ pub struct AppState {
     pub booking: Arc<Booking>,
     pub auth: Arc<AuthState>,
     pub inbox: Arc<crate::inbox::InboxHub>,
+    /// Live seat changes for the showtimes watched here.
+    pub seats: Arc<crate::seat_feed::SeatFeed>,
     /// Texts go out through it.
     pub sms: Arc<dyn marquee_sms::SmsProvider>,
     pub turnaround_minutes: u32,

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::theaters::Kind;
@@ -18,6 +21,7 @@ use crate::body::{JsonBody, Validate};
 use crate::cache::Entry;
 use crate::problem::{ApiError, FieldError};
 use crate::rendered::JsonBytes;
+use crate::seat_feed::SeatStates;
 use crate::state::AppState;
 use marquee_storage::layout::{Prices, SeatKind};
 use marquee_storage::showtimes::Showtime as StoredShowtime;
@@ -404,6 +408,46 @@ impl ShowtimesApi {
             return Err(in_progress_refused(id.0));
         }
         Ok(Json(view))
+    }
+
+    /// Live seat states
+    ///
+    /// A server-sent event stream of the showtime's taken seats: the
+    /// current states first, then the new states after every hold, sale
+    /// or release, within a second of its commit. The layout and prices
+    /// come from the seat map; a comment every 15 s keeps proxies from
+    /// closing an idle stream.
+    #[oai(path = "/v1/showtimes/:id/seats/stream", method = "get")]
+    async fn seat_stream(
+        &self,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+    ) -> Result<EventStream<BoxStream<'static, SeatStates>>, ApiError> {
+        // Watching before reading: a change in between is still sent.
+        let changes = state.seats.watch(id.0);
+        let current = state
+            .seats
+            .states(id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no showtime has id {}", id.0)))?;
+        let later = futures::stream::unfold(changes, |mut changes| async move {
+            loop {
+                match changes.recv().await {
+                    Ok(states) => return Some(((*states).clone(), changes)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        let stream = futures::stream::once(std::future::ready(current)).chain(later);
+        Ok(
+            EventStream::new(Box::pin(stream) as BoxStream<'static, SeatStates>)
+                .keep_alive(std::time::Duration::from_secs(15))
+                .to_event(|states| {
+                    use poem_openapi::types::ToJSON;
+                    poem::web::sse::Event::message(states.to_json_string()).event_type("seats")
+                }),
+        )
     }
 
     /// A showtime's seat map with live availability and prices.

@@ -20,6 +20,7 @@ mod openapi;
 mod problems;
 mod relay;
 mod search;
+mod seat_stream;
 mod shards;
 mod shutdown;
 mod startup;

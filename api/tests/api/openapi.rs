@@ -60,6 +60,7 @@ const PUBLIC: &[&str] = &[
     "GET /v1/theaters",
     "GET /v1/theaters/{id}",
     "GET /v1/theaters/{id}/screens",
+    "GET /v1/showtimes/{id}/seats/stream",
     "GET /v1/tickets/signing-key",
     "POST /v1/auth/registrations",
     "POST /v1/auth/verification-requests",
