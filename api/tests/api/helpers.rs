@@ -11,6 +11,8 @@ use marquee::state::AppState;
 use marquee_sharding::{Cluster, Endpoint};
 use marquee_storage::Storage;
 use secrecy::ExposeSecret;
+use std::time::Duration;
+
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -322,4 +324,106 @@ pub async fn spawn_app_behind_proxy(shard: usize) -> (marquee_chaos::Proxy, Test
     let port = proxy.addr().port();
     let app = spawn_app_with(|settings| settings.database.shards[shard].primary.port = port).await;
     (proxy, app)
+}
+
+/// A broker of the test's own, so that stopping it disturbs no other test:
+/// the same binary and flags as the local cluster's, with its topics.
+pub struct PrivateBroker {
+    pub port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl PrivateBroker {
+    fn tansu() -> std::path::PathBuf {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+            .chain(
+                std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo/bin")),
+            )
+            .map(|dir| dir.join("tansu"))
+            .find(|path| path.is_file())
+            .expect("tansu is installed (scripts/bootstrap)")
+    }
+
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("address")
+            .port();
+        let mut broker = Self {
+            port,
+            process: None,
+        };
+        broker.restart().await;
+        broker
+    }
+
+    fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker (empty: it keeps everything in memory) and
+    /// creates the change stream's topics.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let url = self.url();
+        let child = std::process::Command::new(Self::tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the broker starts");
+        self.process = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let topics = std::fs::read_to_string(root().join("config/topics.txt")).expect("topics");
+        for topic in topics
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        {
+            let created = std::process::Command::new(Self::tansu())
+                .args([
+                    "topic",
+                    "create",
+                    topic,
+                    "--broker",
+                    &url,
+                    "--partitions",
+                    "3",
+                ])
+                .output()
+                .expect("tansu topic create");
+            assert!(created.status.success(), "topic {topic}: {created:?}");
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
