@@ -160,7 +160,11 @@ async fn main() -> anyhow::Result<()> {
             .json(&json!({"email": format!("bench{n}@example.com"), "seats": [seat]}))
             .send()
             .await?;
-        anyhow::ensure!(held.status().is_success(), "hold refused: {}", held.text().await?);
+        anyhow::ensure!(
+            held.status().is_success(),
+            "hold refused: {}",
+            held.text().await?
+        );
         answered.push((seat, sent, Instant::now()));
         tokio::time::sleep(Duration::from_millis(300)).await;
         if (n + 1) % 10 == 0 {

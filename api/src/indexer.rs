@@ -437,11 +437,18 @@ async fn topic_ends(consumer: Arc<StreamConsumer>) -> anyhow::Result<Vec<(i32, i
 fn offsets_since(consumer: &StreamConsumer, millis: i64) -> anyhow::Result<Vec<(i32, i64)>> {
     let metadata = consumer.fetch_metadata(Some(CATALOG_TOPIC), BROKER_TIMEOUT)?;
     let mut query = TopicPartitionList::new();
-    for partition in metadata
+    let partitions: Vec<_> = metadata
         .topics()
         .iter()
         .flat_map(|topic| topic.partitions())
-    {
+        .collect();
+    // A broker that restarted empty has no topics until they are created
+    // again; waiting on no partitions would wait forever.
+    anyhow::ensure!(
+        !partitions.is_empty(),
+        "the broker has no topic {CATALOG_TOPIC} yet"
+    );
+    for partition in partitions {
         query.add_partition_offset(CATALOG_TOPIC, partition.id(), Offset::Offset(millis))?;
     }
     let found = consumer.offsets_for_times(query, BROKER_TIMEOUT)?;

@@ -27,7 +27,8 @@ use uuid::Uuid;
 
 /// The topic the relay publishes showtime events to.
 const CATALOG_TOPIC: &str = "marquee.catalog";
-/// Changes a slow watcher may fall behind by before it skips to the newest.
+/// Changes a slow watcher may fall behind by; past that it loses the
+/// oldest and goes on from the oldest it still has.
 const BACKLOG: usize = 16;
 
 /// Which seats of a showtime are taken, and how many are free.
@@ -146,6 +147,13 @@ impl SeatFeed {
         })
         .await
         .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
+        // A broker that restarted empty has no topics until they are
+        // created again; waiting on no partitions would wait forever.
+        if partitions.is_empty() {
+            return Err(rdkafka::error::KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ));
+        }
         let mut assignment = TopicPartitionList::new();
         for partition in partitions {
             assignment.add_partition_offset(CATALOG_TOPIC, partition, Offset::End)?;

@@ -147,6 +147,7 @@ pub struct Supervisor {
     settings: Settings,
     holder: Uuid,
     runners: Mutex<Vec<Runner>>,
+    stopped: std::sync::atomic::AtomicBool,
     restarts: IntCounterVec,
     passes: IntCounterVec,
 }
@@ -179,6 +180,7 @@ impl Supervisor {
             settings,
             holder: Uuid::new_v4(),
             runners: Mutex::new(Vec::new()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             restarts,
             passes,
         })
@@ -239,6 +241,9 @@ impl Supervisor {
     }
 
     fn check(&self, stall_after: Duration) {
+        if self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
         let mut runners = lock(&self.runners);
         for runner in runners.iter_mut() {
             let silent = runner.beat.silent_for();
@@ -259,8 +264,9 @@ impl Supervisor {
         }
     }
 
-    /// Stops every runner.
+    /// Stops every runner; the monitor restarts none after this.
     pub fn shutdown(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
         for runner in lock(&self.runners).iter() {
             runner.task.abort();
         }

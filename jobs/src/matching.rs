@@ -48,10 +48,11 @@ fn genre_in(filter: &Filter, genres: &[String]) -> bool {
         .is_none_or(|genre| genres.iter().any(|g| g.eq_ignore_ascii_case(genre)))
 }
 
-/// A new showtime matches a filter that is not a seat watch when every
-/// filter it sets holds.
+/// A new showtime matches a filter that is neither a seat watch nor
+/// movie-level (those hear of releases) when every filter it sets holds.
 pub fn matches_showtime(filter: &Filter, showtime: &ShowtimeFacts<'_>) -> bool {
     filter.showtime_id.is_none()
+        && !filter.is_movie_level()
         && filter.movie_id.is_none_or(|id| id == showtime.movie_id)
         && filter.theater_id.is_none_or(|id| id == showtime.theater_id)
         && filter
@@ -142,10 +143,12 @@ mod tests {
             },
             Filter {
                 title_words: vec!["dune".to_owned(), "messiah".to_owned()],
+                city: Some("boston".to_owned()),
                 ..Filter::default()
             },
             Filter {
                 genre: Some("horror".to_owned()),
+                city: Some("boston".to_owned()),
                 ..Filter::default()
             },
             Filter {
@@ -168,6 +171,23 @@ mod tests {
         for filter in misses {
             assert!(!matches_showtime(&filter, &showtime), "{filter:?} matched");
         }
+    }
+
+    #[test]
+    fn movie_level_filters_hear_of_releases_not_of_each_showtime() {
+        let (movie, theater, genres) = dune();
+        let showtime = facts(movie, theater, &genres);
+        let by_genre = Filter {
+            genre: Some("adventure".to_owned()),
+            ..Filter::default()
+        };
+        assert!(!matches_showtime(&by_genre, &showtime));
+        assert!(matches_release(&by_genre, "Dune: Part Two", &genres));
+        let in_city = Filter {
+            city: Some("boston".to_owned()),
+            ..by_genre
+        };
+        assert!(matches_showtime(&in_city, &showtime));
     }
 
     #[test]

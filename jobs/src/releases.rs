@@ -24,6 +24,9 @@ use serde_json::json;
 
 use crate::{Beat, Error, Job};
 
+/// How long a file must go unchanged before it is read.
+const SETTLED: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReleaseFile {
@@ -122,6 +125,7 @@ impl ReleaseImporter {
             .filter_map(Result::ok)
             .map(|entry| entry.path())
             .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "json"))
+            .filter(|path| settled(path))
             .collect();
         files.sort();
         Ok(files)
@@ -179,6 +183,17 @@ impl ReleaseImporter {
         tracing::info!(file = %file.display(), added, total, "release file imported");
         Ok(added)
     }
+}
+
+/// A file still being copied in changes; one untouched for a few seconds
+/// is whole. (Distributors that write elsewhere and rename into the folder
+/// are taken at once.)
+fn settled(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|metadata| metadata.modified())
+        .ok()
+        .and_then(|modified| modified.elapsed().ok())
+        .is_some_and(|age| age >= SETTLED)
 }
 
 fn file_error(path: &Path, err: std::io::Error) -> Error {

@@ -4,11 +4,13 @@
 //! becomes an alert (`Storage::raise_alert`) with its change event, which
 //! the notification service delivers on the user's channels.
 //!
-//! An alert's id is derived from its subscription and what it is about, so
-//! a pass repeated after a crash (the cursor is saved only after a pass)
-//! raises nothing twice. New showtimes are grouped per subscription, movie
-//! and local day: a theater publishing a week's schedule sends one alert
-//! per day, not one per showtime.
+//! An alert's id is derived from its user and what it is about, so a pass
+//! repeated after a crash (the cursor is saved only after a pass) raises
+//! nothing twice, and two subscriptions of one user matching the same thing
+//! raise one alert. New showtimes are grouped per user, movie and local
+//! day: a theater publishing a week's schedule sends one alert per day,
+//! not one per showtime; showtimes of that day found by a later pass make
+//! an alert of their own.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,7 +33,10 @@ use crate::{Beat, Error, Job};
 /// A sequence gap younger than this may be a transaction still committing;
 /// an older one was rolled back.
 const GAP_WAIT_SECONDS: f64 = 5.0;
-const EVENTS_PER_PASS: i64 = 2_000;
+/// Events read from one outbox at a time; a pass reads on until it has
+/// caught up, or for at most `MAX_READS` reads.
+const EVENTS_PER_READ: i64 = 2_000;
+const MAX_READS: usize = 50;
 /// Alerts raised at once.
 const RAISE_CONCURRENCY: usize = 32;
 
@@ -44,7 +49,8 @@ pub struct Scanner {
 /// What one pass found: the new showtimes and releases, by id.
 #[derive(Debug, Default)]
 struct News {
-    showtimes: Vec<Uuid>,
+    /// New showtimes, with their event's place in its outbox.
+    showtimes: Vec<(Uuid, i64)>,
     movies: Vec<Uuid>,
 }
 
@@ -67,6 +73,7 @@ impl Scanner {
     async fn read_news(
         &self,
         mut cursors: BTreeMap<String, i64>,
+        beat: &Beat,
     ) -> Result<(News, BTreeMap<String, i64>), Error> {
         let mut news = News::default();
         for shard in self.storage.cluster().shards() {
@@ -75,19 +82,28 @@ impl Scanner {
                 cursors.insert(name, self.storage.outbox_head(shard).await?);
                 continue;
             };
-            for event in self
-                .storage
-                .outbox_after(shard, cursor, EVENTS_PER_PASS)
-                .await?
-            {
-                if event.seq != cursor + 1 && event.age_seconds < GAP_WAIT_SECONDS {
-                    break;
+            for _ in 0..MAX_READS {
+                let events = self
+                    .storage
+                    .outbox_after(shard, cursor, EVENTS_PER_READ)
+                    .await?;
+                let read = events.len();
+                let mut gap = false;
+                for event in events {
+                    if event.seq != cursor + 1 && event.age_seconds < GAP_WAIT_SECONDS {
+                        gap = true;
+                        break;
+                    }
+                    cursor = event.seq;
+                    match event.event.as_str() {
+                        "showtime.created" => news.showtimes.push((event.aggregate_id, event.seq)),
+                        "movie.created" => news.movies.push(event.aggregate_id),
+                        _ => {}
+                    }
                 }
-                cursor = event.seq;
-                match event.event.as_str() {
-                    "showtime.created" => news.showtimes.push(event.aggregate_id),
-                    "movie.created" => news.movies.push(event.aggregate_id),
-                    _ => {}
+                beat.pulse().await?;
+                if gap || read < EVENTS_PER_READ as usize {
+                    break;
                 }
             }
             cursors.insert(name, cursor);
@@ -105,7 +121,7 @@ impl Scanner {
             .get("cursors")
             .and_then(|cursors| serde_json::from_value(cursors.clone()).ok())
             .unwrap_or_default();
-        let (news, cursors) = self.read_news(cursors).await?;
+        let (news, cursors) = self.read_news(cursors, beat).await?;
         beat.pulse().await?;
         let mut alerts = self.showtime_alerts(&news.showtimes).await?;
         let showtime_alerts = alerts.len();
@@ -135,14 +151,15 @@ impl Scanner {
         Ok((json!({ "cursors": cursors }), counts))
     }
 
-    async fn showtime_alerts(&self, ids: &[Uuid]) -> Result<Vec<Alert>, Error> {
-        if ids.is_empty() {
+    async fn showtime_alerts(&self, news: &[(Uuid, i64)]) -> Result<Vec<Alert>, Error> {
+        if news.is_empty() {
             return Ok(Vec::new());
         }
+        let seqs: HashMap<Uuid, i64> = news.iter().copied().collect();
         let mut movies: HashMap<Uuid, Option<Movie>> = HashMap::new();
         let mut theaters: HashMap<Uuid, Option<Theater>> = HashMap::new();
         let mut found = Vec::new();
-        for id in ids {
+        for (id, _) in news {
             let Some(showtime) = self.storage.showtime(*id).await? else {
                 continue;
             };
@@ -185,16 +202,25 @@ impl Scanner {
                     .filter(|subscription| matches_showtime(&subscription.filter, &facts))
                 {
                     let day = local_day(showtime.schedule.starts_at, &theater.info.timezone);
-                    groups
-                        .entry((subscription.id, movie.id, day))
+                    let group = groups
+                        .entry((subscription.user_id, movie.id, day))
                         .or_insert_with(|| Group {
                             subscription: subscription.clone(),
                             movie: movie.clone(),
                             day,
+                            first_seq: i64::MAX,
                             showtimes: Vec::new(),
-                        })
+                        });
+                    // Overlapping subscriptions of one user list a showtime once.
+                    if group
                         .showtimes
-                        .push((showtime.clone(), theater.info.name.clone()));
+                        .iter()
+                        .all(|(listed, _)| listed.id != showtime.id)
+                    {
+                        let seq = seqs.get(&showtime.id).copied().unwrap_or(i64::MAX);
+                        group.first_seq = group.first_seq.min(seq);
+                        group.showtimes.push((showtime.clone(), theater.clone()));
+                    }
                 }
             }
         }
@@ -267,7 +293,7 @@ impl Scanner {
                         let seats = showtime.seats_available;
                         alerts.push(alert(
                             &watch,
-                            "seats",
+                            &format!("seats:{}", watch.id),
                             json!({
                                 "kind": "seats.freed",
                                 "title": format!("Seats free for {title}"),
@@ -294,7 +320,10 @@ struct Group {
     subscription: Subscription,
     movie: Movie,
     day: NaiveDate,
-    showtimes: Vec<(Showtime, String)>,
+    /// The first of the group's events in its outbox: the same whenever a
+    /// pass is repeated, and new for showtimes a later pass finds.
+    first_seq: i64,
+    showtimes: Vec<(Showtime, Theater)>,
 }
 
 impl Group {
@@ -306,8 +335,9 @@ impl Group {
             .iter()
             .map(|(showtime, theater)| {
                 format!(
-                    "{} at {theater} ({})",
-                    showtime.schedule.starts_at.format("%H:%M UTC"),
+                    "{} at {} ({})",
+                    local_time(showtime.schedule.starts_at, &theater.info.timezone),
+                    theater.info.name,
                     showtime.schedule.format
                 )
             })
@@ -315,7 +345,10 @@ impl Group {
         let first = self.showtimes.first().map(|(showtime, _)| showtime.id);
         alert(
             &self.subscription,
-            &format!("showtimes:{}:{}", self.movie.id, self.day),
+            &format!(
+                "showtimes:{}:{}:{}",
+                self.movie.id, self.day, self.first_seq
+            ),
             json!({
                 "kind": "showtime.new",
                 "title": format!("New showtimes: {}", self.movie.title),
@@ -327,6 +360,7 @@ impl Group {
     }
 }
 
+/// An alert about `about`, whose id depends on the user and `about` only.
 fn alert(
     subscription: &Subscription,
     about: &str,
@@ -336,14 +370,19 @@ fn alert(
     let mut payload = payload;
     payload["subscription_id"] = json!(subscription.id);
     Alert {
-        id: notice_id(
-            subscription.user_id,
-            &format!("alert:{}:{about}", subscription.id),
-        ),
+        id: notice_id(subscription.user_id, &format!("alert:{about}")),
         user_id: subscription.user_id,
         subscription_id: subscription.id,
         payload,
         spends_subscription: spends,
+    }
+}
+
+/// A start time as the theater's clock shows it.
+fn local_time(at: DateTime<Utc>, timezone: &str) -> String {
+    match timezone.parse::<chrono_tz::Tz>() {
+        Ok(zone) => at.with_timezone(&zone).format("%H:%M").to_string(),
+        Err(_) => at.format("%H:%M UTC").to_string(),
     }
 }
 

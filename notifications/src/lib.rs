@@ -53,7 +53,8 @@ pub const ACCOUNTS_TOPIC: &str = "marquee.accounts";
 const EMAIL: &str = "email";
 const SMS: &str = "sms";
 const IN_APP: &str = "in_app";
-/// The longest SMS body sent: three concatenated parts.
+/// The longest SMS body sent: three concatenated parts of GSM-7 text (an
+/// accented letter makes it UCS-2, and the same text bills more parts).
 const SMS_MAX_CHARS: usize = 459;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -454,7 +455,7 @@ impl Notifier {
     ) -> Result<Handled, Error> {
         let mut text = format!("Marquee: {title}. {body}");
         if text.chars().count() > SMS_MAX_CHARS {
-            text = text.chars().take(SMS_MAX_CHARS - 1).collect::<String>() + "…";
+            text = text.chars().take(SMS_MAX_CHARS - 3).collect::<String>() + "...";
         }
         let message = SmsMessage {
             to: to.to_owned(),
@@ -509,7 +510,10 @@ impl Notifier {
             };
             outcomes.push(self.file(envelope, user, notice).await?);
         }
-        if let (true, Some(to)) = (preferences.email, account.email.as_deref()) {
+        // Alerts go only to a confirmed address: anyone can type someone
+        // else's into a registration.
+        let confirmed = preferences.email && account.email_verified;
+        if let (true, Some(to)) = (confirmed, account.email.as_deref()) {
             let mail = alert_mail(to, &title, &body);
             outcomes.push(
                 self.once(envelope, EMAIL, async {

@@ -555,6 +555,7 @@ impl Storage {
                          where user_id = $1",
                     "delete from user_tokens where user_id = $1",
                     "delete from subscriptions where user_id = $1",
+                    "delete from subscription_alerts where user_id = $1",
                 ] {
                     transaction
                         .execute(statement, &[&user])

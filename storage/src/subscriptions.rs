@@ -214,7 +214,8 @@ impl Storage {
 
     /// Subscriptions on `node` that may match new showtimes of `movies` at
     /// `theaters`: the cheap filters are applied here, the rest by the
-    /// caller. Seat watches are not among them.
+    /// caller. Seat watches and movie-level subscriptions (which hear of
+    /// releases) are not among them.
     pub async fn showtime_subscriptions(
         &self,
         node: &ShardNode,
@@ -228,7 +229,9 @@ impl Storage {
                 &format!(
                     "select {COLUMNS} from subscriptions where showtime_id is null \
                      and (movie_id is null or movie_id = any($1)) \
-                     and (theater_id is null or theater_id = any($2))"
+                     and (theater_id is null or theater_id = any($2)) \
+                     and (movie_id is not null or city is not null or latitude is not null \
+                          or theater_id is not null or format is not null)"
                 ),
                 &[&movies, &theaters],
             )
@@ -281,15 +284,18 @@ impl Storage {
     }
 
     /// Raises an alert and writes its change event, in one statement under
-    /// the user's lock; false if it was raised before. A seat watch's
-    /// alert deletes the watch with it.
+    /// the user's lock; false if it was raised before or its subscription
+    /// was deleted since the scanner read it. A seat watch's alert deletes
+    /// the watch with it.
     pub async fn raise_alert(&self, alert: &Alert) -> Result<bool, Error> {
         Ok(!self
             .write_key(
                 user_key(&alert.user_id),
                 "with raised as ( \
                      insert into subscription_alerts (id, user_id, subscription_id) \
-                     values ($2, $1, $3) on conflict (id) do nothing returning id), \
+                     select $2, $1, $3 where exists \
+                         (select 1 from subscriptions where id = $3 and user_id = $1) \
+                     on conflict (id) do nothing returning id), \
                  spent as ( \
                      delete from subscriptions where id = $3 and user_id = $1 and $5 \
                      and exists (select 1 from raised) returning id) \

@@ -143,6 +143,13 @@ async fn a_new_showtime_matching_a_subscription_reaches_the_inbox_the_mailbox_an
     let by_title = created(by_title).await;
     assert_eq!(by_title["kind"], "showtimes");
     assert_eq!(by_title["title_words"], json!(["budapest"]));
+    // The same user asking twice in other words is still told once.
+    created(subscribe(&app, &bearer, json!({"movie_id": film})).await).await;
+    // Genre alone hears of releases, not of every showtime in the genre.
+    let (_, genre_tokens) = signed_up(&app, "genre").await;
+    let by_genre = access(&genre_tokens).to_owned();
+    let releases = created(subscribe(&app, &by_genre, json!({"genre": "drama"})).await).await;
+    assert_eq!(releases["kind"], "releases");
 
     // A showtime of another movie matches nothing; the matching one, two
     // days later, is told of once on every channel.
@@ -164,21 +171,37 @@ async fn a_new_showtime_matching_a_subscription_reaches_the_inbox_the_mailbox_an
         .expect("body")
         .starts_with("Marquee: New showtimes: The Grand Budapest Hotel"));
 
-    // Another scan pass finds nothing new to raise.
+    // A later showtime the same day, found by a later pass, is told of
+    // too; nothing else is raised twice.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let late =
+        id_of(&created(schedule(&app, showtime_body(film, hall, room, later(2, 21))).await).await);
+    await_texts(&app, &number, 2).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let page: Value = get(&app, "/v1/me/notifications", &bearer)
         .await
         .json()
         .await
         .expect("json");
-    let alerts = page["notices"]
+    let alerts: Vec<&Value> = page["notices"]
         .as_array()
         .expect("notices")
         .iter()
         .filter(|n| n["kind"] == "showtime.new")
-        .count();
-    assert_eq!(alerts, 1);
-    assert_eq!(texts_to(&app, &number).await.len(), 1);
+        .collect();
+    assert_eq!(alerts.len(), 2, "{page}");
+    assert_eq!(alerts[1]["subject_id"], late.to_string());
+    assert_eq!(texts_to(&app, &number).await.len(), 2);
+    let genre_page: Value = get(&app, "/v1/me/notifications", &by_genre)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        genre_page["notices"],
+        json!([]),
+        "a genre subscriber hears of releases only"
+    );
 }
 
 #[tokio::test]
@@ -239,6 +262,36 @@ async fn a_watched_sold_out_showtime_alerts_once_when_seats_are_freed_and_the_wa
         json!([]),
         "the watch is spent by its alert"
     );
+
+    // Sold out and freed again: the spent watch tells nobody a second time.
+    let again = hold_as(&app, &holder, show, json!(["A-1", "A-2"])).await;
+    assert_eq!(again.status().as_u16(), 201);
+    let again: Value = again.json().await.expect("json");
+    let freed = send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!(
+            "/v1/holds/{}",
+            again["hold"]["id"].as_str().expect("hold id")
+        ),
+        &holder,
+        None,
+    )
+    .await;
+    assert_eq!(freed.status().as_u16(), 204);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let page: Value = get(&app, "/v1/me/notifications", &watcher)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let freed_notices = page["notices"]
+        .as_array()
+        .expect("notices")
+        .iter()
+        .filter(|n| n["kind"] == "seats.freed")
+        .count();
+    assert_eq!(freed_notices, 1);
 }
 
 #[tokio::test]
