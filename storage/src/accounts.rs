@@ -550,7 +550,8 @@ impl Storage {
                 for statement in [
                     "update users set email = null, email_verified_at = null, name = null, \
                          password_hash = null, totp_secret = null, totp_pending = null, \
-                         phone = null, deleted_at = coalesce(deleted_at, now()), updated_at = now() where id = $1",
+                         phone = null, phone_pending = null, phone_code_hash = null, \
+                         phone_verified_at = null, deleted_at = coalesce(deleted_at, now()), updated_at = now() where id = $1",
                     "update sessions set revoked_at = now(), user_agent = null, ip = null \
                          where user_id = $1",
                     "delete from user_tokens where user_id = $1",

@@ -76,8 +76,20 @@ pub struct Preferences {
     pub email: bool,
     pub sms: bool,
     pub in_app: bool,
-    /// E.164; SMS needs one.
+    /// E.164, confirmed by a code sent to it; SMS goes nowhere else.
     pub phone: Option<String>,
+}
+
+/// What became of a typed-back phone code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhoneCheck {
+    /// The number is confirmed.
+    Confirmed,
+    /// The code is wrong; more tries are left.
+    Wrong,
+    /// No code is waiting, it lapsed, or it was tried too often: ask for
+    /// another.
+    Spent,
 }
 
 impl Default for Preferences {
@@ -331,7 +343,9 @@ impl Storage {
             .read_key(
                 ids::route_hash(user),
                 "account",
-                "select notify_email, notify_sms, notify_in_app, phone from users where id = $1",
+                "select notify_email, notify_sms, notify_in_app, \
+                 case when phone_verified_at is not null then phone end \
+                 from users where id = $1",
                 &[&user],
             )
             .await?
@@ -345,27 +359,100 @@ impl Storage {
             .unwrap_or_default())
     }
 
-    /// Replaces the user's notification preferences; false if there is no
-    /// live account.
+    /// Sets the user's channels; false if there is no live account. SMS
+    /// cannot be chosen without a confirmed number.
     pub async fn set_preferences(
         &self,
         user: Uuid,
-        preferences: &Preferences,
+        email: bool,
+        sms: bool,
+        in_app: bool,
     ) -> Result<bool, Error> {
-        Ok(!self
+        let rows = self
             .write_key(
                 user_key(&user),
-                "update users set notify_email = $2, notify_sms = $3, notify_in_app = $4, phone = $5, \
-                 updated_at = now() where id = $1 and deleted_at is null returning 1",
-                &[
-                    &user,
-                    &preferences.email,
-                    &preferences.sms,
-                    &preferences.in_app,
-                    &preferences.phone,
-                ],
+                "update users set notify_email = $2, notify_sms = $3, notify_in_app = $4, \
+                 updated_at = now() where id = $1 and deleted_at is null \
+                 and (not $3 or phone_verified_at is not null) returning 1",
+                &[&user, &email, &sms, &in_app],
             )
-            .await?
-            .is_empty())
+            .await?;
+        if rows.is_empty() && sms && self.account(user).await?.is_some() {
+            return Err(Error::Invalid {
+                detail: "SMS needs a confirmed phone number".to_owned(),
+                fields: vec![(
+                    "sms".to_owned(),
+                    "confirm a number first: POST /v1/me/phone, then the code it receives"
+                        .to_owned(),
+                )],
+            });
+        }
+        Ok(!rows.is_empty())
+    }
+
+    /// Records a code sent to `phone` for the user to type back, unless
+    /// one was sent less than `cooldown_seconds` ago: then the seconds left
+    /// to wait, and nothing changes.
+    pub async fn start_phone_check(
+        &self,
+        user: Uuid,
+        phone: &str,
+        code_hash: &[u8],
+        cooldown_seconds: f64,
+    ) -> Result<Option<i64>, Error> {
+        let waiting = self
+            .read_key(
+                ids::route_hash(user),
+                "account",
+                "select ceil(extract(epoch from phone_code_sent_at \
+                     + make_interval(secs => $2) - now()))::bigint \
+                 from users where id = $1 and phone_code_sent_at > now() - make_interval(secs => $2)",
+                &[&user, &cooldown_seconds],
+            )
+            .await?;
+        if let Some(row) = waiting.first() {
+            return Ok(Some(row.get::<_, i64>(0).max(1)));
+        }
+        self.write_key(
+            user_key(&user),
+            "update users set phone_pending = $2, phone_code_hash = $3, \
+             phone_code_sent_at = now(), phone_code_attempts = 0 \
+             where id = $1 and deleted_at is null returning 1",
+            &[&user, &phone, &code_hash],
+        )
+        .await?;
+        Ok(None)
+    }
+
+    /// Checks a typed-back code: a code lapses after `ttl_seconds` and after
+    /// `max_attempts` tries.
+    pub async fn finish_phone_check(
+        &self,
+        user: Uuid,
+        code_hash: &[u8],
+        ttl_seconds: f64,
+        max_attempts: i32,
+    ) -> Result<PhoneCheck, Error> {
+        let rows = self
+            .write_key(
+                user_key(&user),
+                "update users set \
+                     phone = case when phone_code_hash = $2 then phone_pending else phone end, \
+                     phone_verified_at = case when phone_code_hash = $2 then now() else phone_verified_at end, \
+                     phone_pending = case when phone_code_hash = $2 then null else phone_pending end, \
+                     phone_code_hash = case when phone_code_hash = $2 then null else phone_code_hash end, \
+                     phone_code_attempts = phone_code_attempts + 1, updated_at = now() \
+                 where id = $1 and deleted_at is null and phone_code_hash is not null \
+                 and phone_code_sent_at > now() - make_interval(secs => $3) \
+                 and phone_code_attempts < $4 \
+                 returning phone_code_hash is null",
+                &[&user, &code_hash, &ttl_seconds, &max_attempts],
+            )
+            .await?;
+        Ok(match rows.first().map(|row| row.get::<_, bool>(0)) {
+            Some(true) => PhoneCheck::Confirmed,
+            Some(false) => PhoneCheck::Wrong,
+            None => PhoneCheck::Spent,
+        })
     }
 }

@@ -28,6 +28,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::bookings::Order;
+use super::subscriptions::{PreferencesView, SubscriptionView};
 use super::ApiTags;
 use crate::auth::{audit, audit_now, client_ip, AdminOnly, Principal, SignedIn, Staff};
 use crate::body::{JsonBody, Validate};
@@ -444,6 +445,9 @@ struct Export {
     bookings: Vec<BookingView>,
     /// Security events about this account: sign-ins, changes.
     activity: Vec<AuditView>,
+    /// Notification channels and the confirmed phone number.
+    preferences: PreferencesView,
+    subscriptions: Vec<SubscriptionView>,
 }
 
 /// An account, for staff.
@@ -1443,6 +1447,8 @@ impl AccountsApi {
         let account = state.live_account(caller.0.user).await?;
         let sessions = state.storage.sessions(account.id).await?;
         let bookings = state.bookings_of(account.id, 1000).await?;
+        let preferences = state.storage.preferences(account.id).await?;
+        let subscriptions = state.storage.subscriptions(account.id).await?;
         let activity = state
             .storage
             .audit_log(&AuditFilter {
@@ -1461,6 +1467,11 @@ impl AccountsApi {
                     .collect(),
                 bookings,
                 activity: activity.into_iter().map(audit_view).collect(),
+                preferences: preferences.into(),
+                subscriptions: subscriptions
+                    .into_iter()
+                    .map(SubscriptionView::from)
+                    .collect(),
             }),
             format!(
                 "attachment; filename=\"marquee-account-{}.json\"",

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use marquee_jobs::matching::words;
-use marquee_storage::subscriptions::{Filter, Near, Preferences, Subscription};
+use marquee_sms::SmsMessage;
+use marquee_storage::subscriptions::{Filter, Near, PhoneCheck, Preferences, Subscription};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -126,14 +127,14 @@ impl Validate for SubscriptionBody {
 }
 
 #[derive(Debug, Object)]
-struct NearView {
+pub(super) struct NearView {
     latitude: f64,
     longitude: f64,
     radius_km: f64,
 }
 
 #[derive(Debug, Object)]
-struct SubscriptionView {
+pub(super) struct SubscriptionView {
     id: Uuid,
     /// `showtimes`, `releases` or `freed_seats`: what it tells of.
     kind: String,
@@ -213,40 +214,30 @@ enum Deleted {
 #[serde(deny_unknown_fields)]
 struct PreferencesBody {
     email: bool,
+    /// Texts to the confirmed phone number; confirm one first.
     sms: bool,
     /// The in-app inbox, and its live stream.
     in_app: bool,
-    /// E.164, such as `+14155550100`; SMS needs it.
-    #[oai(validator(max_length = 16))]
-    phone: Option<String>,
-}
-
-fn is_e164(phone: &str) -> bool {
-    let digits = phone.strip_prefix('+').unwrap_or("");
-    (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
 }
 
 impl Validate for PreferencesBody {
+    /// Booleans only; whether SMS may be chosen depends on the account.
     fn validate(&self) -> Vec<FieldError> {
-        let mut errors = Vec::new();
-        if let Some(phone) = &self.phone {
-            if !is_e164(phone) {
-                errors.push(FieldError::new(
-                    "phone",
-                    "must be in E.164 form: + then 8 to 15 digits, such as +14155550100",
-                ));
-            }
-        }
-        if self.sms && self.phone.is_none() {
-            errors.push(FieldError::new("phone", "is needed to receive SMS"));
-        }
-        errors
+        Vec::new()
     }
 }
 
-impl From<Preferences> for PreferencesBody {
+#[derive(Debug, Object)]
+pub(super) struct PreferencesView {
+    email: bool,
+    sms: bool,
+    in_app: bool,
+    /// The confirmed number texts go to.
+    #[oai(skip_serializing_if_is_none)]
+    phone: Option<String>,
+}
+
+impl From<Preferences> for PreferencesView {
     fn from(preferences: Preferences) -> Self {
         Self {
             email: preferences.email,
@@ -255,6 +246,91 @@ impl From<Preferences> for PreferencesBody {
             phone: preferences.phone,
         }
     }
+}
+
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+struct PhoneBody {
+    /// E.164, such as `+14155550100`.
+    #[oai(validator(max_length = 16))]
+    phone: String,
+}
+
+impl Validate for PhoneBody {
+    fn validate(&self) -> Vec<FieldError> {
+        if is_e164(&self.phone) {
+            Vec::new()
+        } else {
+            vec![FieldError::new(
+                "phone",
+                "must be in E.164 form: + then 8 to 15 digits, such as +14155550100",
+            )]
+        }
+    }
+}
+
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+struct PhoneCodeBody {
+    /// The six digits the text carried.
+    #[oai(validator(max_length = 6))]
+    code: String,
+}
+
+impl Validate for PhoneCodeBody {
+    fn validate(&self) -> Vec<FieldError> {
+        if self.code.len() == 6 && self.code.bytes().all(|b| b.is_ascii_digit()) {
+            Vec::new()
+        } else {
+            vec![FieldError::new(
+                "code",
+                "is the six digits the text carried",
+            )]
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+struct CodeSent {
+    detail: String,
+}
+
+#[derive(Debug, ApiResponse)]
+enum CodeSentResponse {
+    /// A code is on its way to the number.
+    #[oai(status = 202)]
+    Accepted(Json<CodeSent>),
+}
+
+/// How long a phone code may be typed back, how often it may be tried, and
+/// how soon another may be sent.
+const CODE_TTL_SECONDS: f64 = 600.0;
+const CODE_ATTEMPTS: i32 = 5;
+const CODE_COOLDOWN_SECONDS: f64 = 30.0;
+
+fn is_e164(phone: &str) -> bool {
+    let digits = phone.strip_prefix('+').unwrap_or("");
+    (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+/// The stored form of a code: bound to the user, so a code is no use for
+/// another account.
+fn code_hash(user: Uuid, code: &str) -> Vec<u8> {
+    let mut input = user.as_bytes().to_vec();
+    input.extend_from_slice(code.as_bytes());
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input)
+        .as_ref()
+        .to_vec()
+}
+
+fn new_code() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal())?;
+    Ok(format!("{:06}", u32::from_le_bytes(bytes) % 1_000_000))
 }
 
 /// Refuses a filter that can never match anything: a 422 naming why.
@@ -424,7 +500,7 @@ impl SubscriptionsApi {
         &self,
         state: Data<&Arc<AppState>>,
         caller: SignedIn,
-    ) -> Result<Json<PreferencesBody>, ApiError> {
+    ) -> Result<Json<PreferencesView>, ApiError> {
         Ok(Json(state.storage.preferences(caller.0.user).await?.into()))
     }
 
@@ -432,28 +508,101 @@ impl SubscriptionsApi {
     ///
     /// Booking confirmations always go to the address the booking names;
     /// these choose where alerts and the booking's copies go: the inbox,
-    /// email, and SMS to `phone`.
+    /// email, and SMS to the confirmed phone number (422 without one).
     #[oai(path = "/v1/me/preferences", method = "put")]
     async fn set_preferences(
         &self,
         state: Data<&Arc<AppState>>,
         caller: SignedIn,
         body: JsonBody<PreferencesBody>,
-    ) -> Result<Json<PreferencesBody>, ApiError> {
+    ) -> Result<Json<PreferencesView>, ApiError> {
         let body = body.0;
-        let preferences = Preferences {
-            email: body.email,
-            sms: body.sms,
-            in_app: body.in_app,
-            phone: body.phone,
-        };
+        let user = caller.0.user;
         if !state
             .storage
-            .set_preferences(caller.0.user, &preferences)
+            .set_preferences(user, body.email, body.sms, body.in_app)
             .await?
         {
             return Err(ApiError::not_found("this account no longer exists"));
         }
-        Ok(Json(preferences.into()))
+        Ok(Json(state.storage.preferences(user).await?.into()))
     }
+
+    /// Confirm a phone number: send the code
+    ///
+    /// Texts a six-digit code to the number; typing it back (within 10
+    /// minutes, 5 tries) makes it the number SMS goes to. Another code may
+    /// be asked for after 30 s.
+    #[oai(path = "/v1/me/phone", method = "post")]
+    async fn send_phone_code(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: SignedIn,
+        body: JsonBody<PhoneBody>,
+    ) -> Result<CodeSentResponse, ApiError> {
+        let user = caller.0.user;
+        let code = new_code()?;
+        let hash = code_hash(user, &code);
+        if let Some(wait) = state
+            .storage
+            .start_phone_check(user, &body.0.phone, &hash, CODE_COOLDOWN_SECONDS)
+            .await?
+        {
+            return Err(ApiError::too_many_requests(
+                "a code was sent moments ago; wait before asking for another",
+                u64::try_from(wait).unwrap_or(1),
+            ));
+        }
+        let message = SmsMessage {
+            to: body.0.phone.clone(),
+            body: format!(
+                "Marquee code: {code}. It confirms this number for your account and lapses in 10 minutes."
+            ),
+            idempotency_key: format!("phone:{user}:{}", hex(&hash)),
+        };
+        match state.sms.send(&message).await {
+            Ok(_) => Ok(CodeSentResponse::Accepted(Json(CodeSent {
+                detail: format!("a code was texted to {}", body.0.phone),
+            }))),
+            Err(err) if err.is_permanent() => Err(ApiError::unprocessable(
+                "this number cannot receive the code",
+                vec![FieldError::new("phone", err.to_string())],
+            )),
+            Err(err) => {
+                tracing::warn!(error = %err, "the SMS carrier did not take a phone code");
+                Err(ApiError::unavailable(
+                    "the text could not be sent just now; ask again shortly",
+                ))
+            }
+        }
+    }
+
+    /// Confirm a phone number: type back the code
+    #[oai(path = "/v1/me/phone/confirmation", method = "post")]
+    async fn confirm_phone(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: SignedIn,
+        body: JsonBody<PhoneCodeBody>,
+    ) -> Result<Json<PreferencesView>, ApiError> {
+        let user = caller.0.user;
+        match state
+            .storage
+            .finish_phone_check(user, &code_hash(user, &body.0.code), CODE_TTL_SECONDS, CODE_ATTEMPTS)
+            .await?
+        {
+            PhoneCheck::Confirmed => Ok(Json(state.storage.preferences(user).await?.into())),
+            PhoneCheck::Wrong => Err(ApiError::unprocessable(
+                "the code is wrong",
+                vec![FieldError::new("code", "does not match the code sent")],
+            )),
+            PhoneCheck::Spent => Err(ApiError::conflict(
+                "no code is waiting for this account, it lapsed, or it was tried too often; ask for another",
+            )),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

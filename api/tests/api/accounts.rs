@@ -777,6 +777,14 @@ async fn deleting_an_account_erases_its_personal_data_and_keeps_its_orders_anony
     assert_eq!(paid.status().as_u16(), 201);
     let order: Value = paid.json().await.expect("json");
 
+    let subscribed = post(
+        &app,
+        "/v1/me/subscriptions",
+        Some(&bearer),
+        json!({"title_words": "heat"}),
+    )
+    .await;
+    assert_eq!(subscribed.status().as_u16(), 201);
     let export = get(&app, "/v1/me/export", &bearer).await;
     assert!(export.headers()["content-disposition"]
         .to_str()
@@ -786,6 +794,8 @@ async fn deleting_an_account_erases_its_personal_data_and_keeps_its_orders_anony
     assert_eq!(export["profile"]["email"], email);
     assert_eq!(export["bookings"][0]["order"]["id"], order["id"]);
     assert_eq!(export["sessions"].as_array().expect("sessions").len(), 1);
+    assert_eq!(export["subscriptions"][0]["title_words"], json!(["heat"]));
+    assert_eq!(export["preferences"]["email"], true);
 
     let mut activity = Value::Null;
     for _ in 0..50 {
@@ -832,6 +842,11 @@ async fn deleting_an_account_erases_its_personal_data_and_keeps_its_orders_anony
     assert_eq!(account.name, None);
     assert_eq!(account.password_hash, None);
     assert!(account.deleted);
+    assert_eq!(
+        app.state.storage.subscriptions(user).await.expect("read"),
+        Vec::new(),
+        "subscriptions go with the account"
+    );
     assert_eq!(
         app.state
             .storage

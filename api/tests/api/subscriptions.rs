@@ -95,6 +95,38 @@ async fn await_texts(app: &TestApp, to: &str, count: usize) -> Vec<Value> {
     panic!("{count} text(s) to {to} never arrived");
 }
 
+/// The code in the newest text to `number`.
+async fn code_sent_to(app: &TestApp, number: &str, count: usize) -> String {
+    let texts = await_texts(app, number, count).await;
+    let body = texts[0]["body"].as_str().expect("body");
+    body.split(|c: char| !c.is_ascii_digit())
+        .find(|part| part.len() == 6)
+        .expect("a six-digit code")
+        .to_owned()
+}
+
+async fn confirm_phone(app: &TestApp, bearer: &str, number: &str) {
+    let asked = send(
+        app,
+        reqwest::Method::POST,
+        "/v1/me/phone",
+        bearer,
+        Some(json!({"phone": number})),
+    )
+    .await;
+    assert_eq!(asked.status().as_u16(), 202);
+    let code = code_sent_to(app, number, 1).await;
+    let confirmed = send(
+        app,
+        reqwest::Method::POST,
+        "/v1/me/phone/confirmation",
+        bearer,
+        Some(json!({"code": code})),
+    )
+    .await;
+    assert_eq!(confirmed.status().as_u16(), 200);
+}
+
 fn phone() -> String {
     format!("+1617{:07}", rand_digits())
 }
@@ -113,13 +145,14 @@ async fn a_new_showtime_matching_a_subscription_reaches_the_inbox_the_mailbox_an
     let (email, tokens) = signed_up(&app, "alerts").await;
     let bearer = access(&tokens).to_owned();
     let number = phone();
-    let preferences = json!({"email": true, "sms": true, "in_app": true, "phone": number});
+    confirm_phone(&app, &bearer, &number).await;
+    let preferences = json!({"email": true, "sms": true, "in_app": true});
     let set = send(
         &app,
         reqwest::Method::PUT,
         "/v1/me/preferences",
         &bearer,
-        Some(preferences.clone()),
+        Some(preferences),
     )
     .await;
     assert_eq!(set.status().as_u16(), 200);
@@ -128,7 +161,10 @@ async fn a_new_showtime_matching_a_subscription_reaches_the_inbox_the_mailbox_an
         .json()
         .await
         .expect("json");
-    assert_eq!(read, preferences);
+    assert_eq!(
+        read,
+        json!({"email": true, "sms": true, "in_app": true, "phone": number})
+    );
 
     let hall = theater(&app, "Coolidge Corner", "Brookline", 42.3426, -71.1211).await;
     let room = screen(&app, hall, 3, 6).await;
@@ -165,7 +201,7 @@ async fn a_new_showtime_matching_a_subscription_reaches_the_inbox_the_mailbox_an
         .contains("Coolidge Corner"));
     let mail = await_mail(&email, "New showtimes: The Grand Budapest Hotel", 1).await;
     assert!(mail.contains("Coolidge Corner"));
-    let texts = await_texts(&app, &number, 1).await;
+    let texts = await_texts(&app, &number, 2).await;
     assert!(texts[0]["body"]
         .as_str()
         .expect("body")
@@ -176,7 +212,7 @@ async fn a_new_showtime_matching_a_subscription_reaches_the_inbox_the_mailbox_an
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let late =
         id_of(&created(schedule(&app, showtime_body(film, hall, room, later(2, 21))).await).await);
-    await_texts(&app, &number, 2).await;
+    await_texts(&app, &number, 3).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let page: Value = get(&app, "/v1/me/notifications", &bearer)
         .await
@@ -191,7 +227,11 @@ async fn a_new_showtime_matching_a_subscription_reaches_the_inbox_the_mailbox_an
         .collect();
     assert_eq!(alerts.len(), 2, "{page}");
     assert_eq!(alerts[1]["subject_id"], late.to_string());
-    assert_eq!(texts_to(&app, &number).await.len(), 2);
+    assert_eq!(
+        texts_to(&app, &number).await.len(),
+        3,
+        "the code and two alerts"
+    );
     let genre_page: Value = get(&app, "/v1/me/notifications", &by_genre)
         .await
         .json()
@@ -354,10 +394,10 @@ async fn filters_that_could_never_match_are_refused_with_a_422_naming_why() {
     assert_problem(no_phone, 422).await;
     let bad_phone = send(
         &app,
-        reqwest::Method::PUT,
-        "/v1/me/preferences",
+        reqwest::Method::POST,
+        "/v1/me/phone",
         &bearer,
-        Some(json!({"email": true, "sms": true, "in_app": true, "phone": "0617 555"})),
+        Some(json!({"phone": "0617 555"})),
     )
     .await;
     assert_problem(bad_phone, 422).await;
@@ -513,4 +553,150 @@ async fn a_release_file_is_imported_once_and_tells_subscribers_while_a_bad_one_i
         .filter(|n| n["kind"] == "movie.released")
         .count();
     assert_eq!(releases, 1);
+}
+
+#[tokio::test]
+async fn a_phone_number_gets_texts_only_once_the_code_sent_to_it_is_typed_back() {
+    let app = accounts_app().await;
+    let (_, tokens) = signed_up(&app, "phone").await;
+    let bearer = access(&tokens).to_owned();
+    let number = phone();
+    let sms_on = json!({"email": true, "sms": true, "in_app": true});
+    let refused = send(
+        &app,
+        reqwest::Method::PUT,
+        "/v1/me/preferences",
+        &bearer,
+        Some(sms_on.clone()),
+    )
+    .await;
+    assert_problem(refused, 422).await;
+
+    let asked = send(
+        &app,
+        reqwest::Method::POST,
+        "/v1/me/phone",
+        &bearer,
+        Some(json!({"phone": number})),
+    )
+    .await;
+    assert_eq!(asked.status().as_u16(), 202);
+    let code = code_sent_to(&app, &number, 1).await;
+    let too_soon = send(
+        &app,
+        reqwest::Method::POST,
+        "/v1/me/phone",
+        &bearer,
+        Some(json!({"phone": number})),
+    )
+    .await;
+    let too_soon = assert_problem(too_soon, 429).await;
+    assert!(too_soon["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("wait"));
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let guess = send(
+        &app,
+        reqwest::Method::POST,
+        "/v1/me/phone/confirmation",
+        &bearer,
+        Some(json!({"code": wrong})),
+    )
+    .await;
+    assert_problem(guess, 422).await;
+    let unconfirmed: Value = get(&app, "/v1/me/preferences", &bearer)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(unconfirmed.get("phone").is_none(), "{unconfirmed}");
+
+    let right = send(
+        &app,
+        reqwest::Method::POST,
+        "/v1/me/phone/confirmation",
+        &bearer,
+        Some(json!({"code": code})),
+    )
+    .await;
+    assert_eq!(right.status().as_u16(), 200);
+    let confirmed: Value = right.json().await.expect("json");
+    assert_eq!(confirmed["phone"], number);
+    let again = send(
+        &app,
+        reqwest::Method::POST,
+        "/v1/me/phone/confirmation",
+        &bearer,
+        Some(json!({"code": code})),
+    )
+    .await;
+    assert_problem(again, 409).await;
+    let set = send(
+        &app,
+        reqwest::Method::PUT,
+        "/v1/me/preferences",
+        &bearer,
+        Some(sms_on),
+    )
+    .await;
+    assert_eq!(set.status().as_u16(), 200);
+
+    // A number the carrier cannot text is refused when the code is sent.
+    let (_, other) = signed_up(&app, "landline").await;
+    let landline = send(
+        &app,
+        reqwest::Method::POST,
+        "/v1/me/phone",
+        access(&other),
+        Some(json!({"phone": "+15005550009"})),
+    )
+    .await;
+    let problem = assert_problem(landline, 422).await;
+    assert_eq!(problem["errors"][0]["field"], "phone");
+}
+
+#[tokio::test]
+async fn a_phone_code_stops_working_after_five_wrong_tries() {
+    let app = accounts_app().await;
+    let (_, tokens) = signed_up(&app, "guesser").await;
+    let bearer = access(&tokens).to_owned();
+    let number = phone();
+    let asked = send(
+        &app,
+        reqwest::Method::POST,
+        "/v1/me/phone",
+        &bearer,
+        Some(json!({"phone": number})),
+    )
+    .await;
+    assert_eq!(asked.status().as_u16(), 202);
+    let code = code_sent_to(&app, &number, 1).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let guess = send(
+            &app,
+            reqwest::Method::POST,
+            "/v1/me/phone/confirmation",
+            &bearer,
+            Some(json!({"code": wrong})),
+        )
+        .await;
+        assert_problem(guess, 422).await;
+    }
+    let right_too_late = send(
+        &app,
+        reqwest::Method::POST,
+        "/v1/me/phone/confirmation",
+        &bearer,
+        Some(json!({"code": code})),
+    )
+    .await;
+    assert_problem(right_too_late, 409).await;
+    let read: Value = get(&app, "/v1/me/preferences", &bearer)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(read.get("phone").is_none(), "{read}");
 }
