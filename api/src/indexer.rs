@@ -1,18 +1,10 @@
-//! Builds this instance's search index from the shards and keeps it, and
-//! the caches, fresh from the change stream.
+//! Builds this instance's search index from the shards and keeps it fresh.
 //!
 //! Every change to the catalogue writes an event to its shard's outbox in
-//! the same transaction, and the relay publishes it to the catalog topic.
-//! Each instance reads every partition of that topic itself (every index
-//! needs every change, so there is no group to share) and re-reads what
-//! changed, so an update is
-//! searchable, and stale cache entries dropped, on every instance within
-//! moments, whichever instance made it. The index lives in memory and is
-//! rebuilt from the shards at start, so the consumer starts where the
-//! topic stood just before that snapshot was read: the partitions' ends
-//! when the broker answers at start, else the first events published after
-//! the snapshot began, looked up by time once it does. Applying an event
-//! twice is harmless: it re-reads the current state.
+//! the same transaction. The indexer tails each shard's outbox by sequence
+//! and re-reads what changed, so an update is searchable within one refresh
+//! interval on every instance, whichever instance made it. Applying an
+//! event twice is harmless: it re-reads the current state.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,52 +12,27 @@ use std::time::Duration;
 
 use chrono::Datelike;
 use marquee_search::{MovieDoc, MovieIndex, ShowtimeDoc};
+use marquee_sharding::NodeId;
 use marquee_storage::movies::Movie;
 use marquee_storage::showtimes::Showtime;
 use marquee_storage::theaters::Theater;
 use marquee_storage::Storage;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::cache::{Cache, Entry};
 use crate::metrics::Metrics;
 
-/// The topic catalogue changes are published to.
-const CATALOG_TOPIC: &str = "marquee.catalog";
-/// Events applied together: their aggregates are re-read once.
-const BATCH: usize = 1_000;
+/// A sequence gap younger than this may be a transaction still committing;
+/// an older one was rolled back.
+const GAP_WAIT_SECONDS: f64 = 5.0;
+const BATCH: i64 = 1_000;
 const LOAD_PAGE: i64 = 10_000;
-/// How long the broker may take to say where the topic stands.
-const BROKER_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Where the consumer (re)starts.
-#[derive(Debug, Clone)]
-enum Start {
-    /// The next offset to read, per partition.
-    Offsets(Vec<(i32, i64)>),
-    /// The first events published at or after this time, in milliseconds
-    /// since the epoch.
-    Since(i64),
-}
-
-#[derive(Debug, Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    deployment: Option<String>,
-    aggregate: String,
-    aggregate_id: Uuid,
-}
 
 pub struct Indexer {
     storage: Storage,
     index: Arc<MovieIndex>,
     theaters: RwLock<HashMap<Uuid, Theater>>,
-    /// Created before the snapshot is read, so that asking where the
-    /// topic stands needs no client of its own.
-    consumer: Arc<StreamConsumer>,
-    start: Mutex<Start>,
+    cursors: Mutex<HashMap<NodeId, i64>>,
     metrics: Metrics,
 }
 
@@ -124,47 +91,17 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Indexer {
-    /// Reads the whole catalogue into a new index. Where the topic stands
-    /// is asked first, so a change made during the load is applied again
-    /// rather than lost.
+    /// Reads the whole catalogue into a new index. The outbox positions are
+    /// taken first, so a change made during the load is applied again by
+    /// the first refresh rather than lost.
     pub async fn build(
         storage: Storage,
         metrics: Metrics,
-        bootstrap: &str,
     ) -> Result<Arc<Self>, crate::startup::StartupError> {
-        let began = chrono::Utc::now().timestamp_millis();
-        let consumer: Arc<StreamConsumer> = Arc::new(
-            ClientConfig::new()
-                .set("bootstrap.servers", bootstrap)
-                // Never joined or committed: the partitions are assigned.
-                .set(
-                    "group.id",
-                    format!(
-                        "marquee-index.{}.{}",
-                        storage.schema(),
-                        Uuid::new_v4().simple()
-                    ),
-                )
-                .set("enable.auto.commit", "false")
-                // A broker that restarted empty has its offsets start again
-                // from zero: read from its start, which the relay refills.
-                .set("auto.offset.reset", "earliest")
-                .set("fetch.wait.max.ms", "50")
-                .create()?,
-        );
-        let asked = tokio::time::timeout(BROKER_TIMEOUT, topic_ends(Arc::clone(&consumer))).await;
-        let start = match asked {
-            Ok(Ok(ends)) => Start::Offsets(ends),
-            failed => {
-                let reason = match failed {
-                    Ok(Err(err)) => err.to_string(),
-                    _ => "no answer in time".to_owned(),
-                };
-                tracing::warn!(%reason, "the broker did not say where the catalog topic stands; changes will be read from the snapshot's time");
-                // A second of slack for timestamps taken on another clock.
-                Start::Since(began - 1_000)
-            }
-        };
+        let mut cursors = HashMap::new();
+        for shard in storage.cluster().shards() {
+            cursors.insert(shard.id().clone(), storage.outbox_head(shard).await?);
+        }
         let index = Arc::new(blocking(MovieIndex::new).await?);
         let theaters: HashMap<Uuid, Theater> = storage
             .all_theaters()
@@ -205,8 +142,7 @@ impl Indexer {
             storage,
             index,
             theaters: RwLock::new(theaters),
-            consumer,
-            start: Mutex::new(start),
+            cursors: Mutex::new(cursors),
             metrics,
         }))
     }
@@ -215,101 +151,68 @@ impl Indexer {
         Arc::clone(&self.index)
     }
 
-    /// Follows the catalog topic until the task is aborted; after a
-    /// failure it resumes from the last change applied.
-    pub fn spawn(self: &Arc<Self>, cache: Arc<Cache>) -> tokio::task::JoinHandle<()> {
+    /// Refreshes forever, every `every`; failures are logged and retried.
+    pub fn spawn(
+        self: &Arc<Self>,
+        every: Duration,
+        cache: Arc<Cache>,
+    ) -> tokio::task::JoinHandle<()> {
         let indexer = Arc::clone(self);
         tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                if let Err(err) = indexer.follow(&cache).await {
-                    tracing::warn!(error = %err, "search index consumer stopped; resuming");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                ticker.tick().await;
+                if let Err(err) = indexer.refresh(&cache).await {
+                    tracing::warn!(error = %err, "search index refresh failed; retrying");
                 }
             }
         })
     }
 
-    async fn follow(&self, cache: &Cache) -> anyhow::Result<()> {
-        let consumer = &self.consumer;
-        let start = self
-            .start
-            .lock()
-            .map(|start| start.clone())
-            .unwrap_or(Start::Since(0));
-        let offsets = match start {
-            Start::Offsets(offsets) => offsets,
-            Start::Since(millis) => {
-                let asking = Arc::clone(consumer);
-                tokio::task::spawn_blocking(move || offsets_since(asking.as_ref(), millis))
-                    .await??
-            }
-        };
-        let mut assignment = TopicPartitionList::new();
-        for (partition, offset) in &offsets {
-            assignment.add_partition_offset(CATALOG_TOPIC, *partition, Offset::Offset(*offset))?;
-        }
-        consumer.assign(&assignment)?;
-        let mut next: HashMap<i32, i64> = offsets.into_iter().collect();
-        loop {
-            let mut changed = Changed::default();
-            // Errors from the consumer (a broker down, a connection reset)
-            // are reports: the client reconnects and resumes on its own.
-            match consumer.recv().await {
-                Ok(first) => self.note(&first, &mut changed, &mut next),
-                Err(err) => {
-                    tracing::debug!(error = %err, "catalog topic unreadable for now");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+    /// Applies every committed change since the last refresh; returns the
+    /// events applied.
+    pub async fn refresh(&self, cache: &Cache) -> anyhow::Result<usize> {
+        let mut movies = BTreeSet::new();
+        let mut showtimes = BTreeSet::new();
+        let mut theaters = BTreeSet::new();
+        let mut applied = 0;
+        let mut positions = Vec::new();
+        for shard in self.storage.cluster().shards() {
+            let mut cursor = self
+                .cursors
+                .lock()
+                .map(|cursors| cursors.get(shard.id()).copied().unwrap_or(0))
+                .unwrap_or(0);
+            let events = self.storage.outbox_after(shard, cursor, BATCH).await?;
+            for event in events {
+                if event.seq != cursor + 1 && event.age_seconds < GAP_WAIT_SECONDS {
+                    break;
                 }
+                cursor = event.seq;
+                applied += 1;
+                self.metrics
+                    .index_events
+                    .with_label_values(&[event.aggregate.as_str()])
+                    .inc();
+                // Orders change seats, which their showtime's own event
+                // already reports.
+                match event.aggregate.as_str() {
+                    "movie" => movies.insert(event.aggregate_id),
+                    "showtime" => showtimes.insert(event.aggregate_id),
+                    "theater" => theaters.insert(event.aggregate_id),
+                    _ => false,
+                };
             }
-            while changed.events < BATCH {
-                match tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await {
-                    Ok(Ok(message)) => self.note(&message, &mut changed, &mut next),
-                    Ok(Err(_)) | Err(_) => break,
-                }
-            }
-            self.apply(
-                &changed.movies,
-                &changed.showtimes,
-                &changed.theaters,
-                cache,
-            )
-            .await?;
-            // The position advances only once the changes are in the index,
-            // so a failed batch is read again.
-            if let Ok(mut start) = self.start.lock() {
-                *start = Start::Offsets(next.iter().map(|(p, o)| (*p, *o)).collect());
-            }
+            positions.push((shard.id().clone(), cursor));
         }
-    }
-
-    fn note(
-        &self,
-        message: &rdkafka::message::BorrowedMessage<'_>,
-        changed: &mut Changed,
-        next: &mut HashMap<i32, i64>,
-    ) {
-        next.insert(message.partition(), message.offset() + 1);
-        changed.events += 1;
-        let Some(envelope) = message
-            .payload()
-            .and_then(|bytes| serde_json::from_slice::<Envelope>(bytes).ok())
-        else {
-            return;
-        };
-        if envelope.deployment.as_deref() != Some(self.storage.schema()) {
-            return;
+        self.apply(&movies, &showtimes, &theaters, cache).await?;
+        // Positions advance only once the changes are in the index, so a
+        // failed refresh is retried from where it started.
+        if let Ok(mut cursors) = self.cursors.lock() {
+            cursors.extend(positions);
         }
-        self.metrics
-            .index_events
-            .with_label_values(&[envelope.aggregate.as_str()])
-            .inc();
-        match envelope.aggregate.as_str() {
-            "movie" => changed.movies.insert(envelope.aggregate_id),
-            "showtime" => changed.showtimes.insert(envelope.aggregate_id),
-            "theater" => changed.theaters.insert(envelope.aggregate_id),
-            _ => false,
-        };
+        Ok(applied)
     }
 
     async fn apply(
@@ -400,72 +303,4 @@ impl Indexer {
         }
         Ok(theater)
     }
-}
-
-/// What a batch of events changed.
-#[derive(Debug, Default)]
-struct Changed {
-    events: usize,
-    movies: BTreeSet<Uuid>,
-    showtimes: BTreeSet<Uuid>,
-    theaters: BTreeSet<Uuid>,
-}
-
-/// The end of each partition of the catalog topic.
-async fn topic_ends(consumer: Arc<StreamConsumer>) -> anyhow::Result<Vec<(i32, i64)>> {
-    tokio::task::spawn_blocking(move || {
-        let metadata = consumer.fetch_metadata(Some(CATALOG_TOPIC), BROKER_TIMEOUT)?;
-        let topic = metadata
-            .topics()
-            .first()
-            .filter(|topic| !topic.partitions().is_empty())
-            .ok_or_else(|| anyhow::anyhow!("the broker has no topic {CATALOG_TOPIC}"))?;
-        topic
-            .partitions()
-            .iter()
-            .map(|partition| {
-                let (_, high) =
-                    consumer.fetch_watermarks(CATALOG_TOPIC, partition.id(), BROKER_TIMEOUT)?;
-                Ok((partition.id(), high))
-            })
-            .collect()
-    })
-    .await?
-}
-
-/// Per partition, the first offset published at or after `millis`.
-fn offsets_since(consumer: &StreamConsumer, millis: i64) -> anyhow::Result<Vec<(i32, i64)>> {
-    let metadata = consumer.fetch_metadata(Some(CATALOG_TOPIC), BROKER_TIMEOUT)?;
-    let mut query = TopicPartitionList::new();
-    let partitions: Vec<_> = metadata
-        .topics()
-        .iter()
-        .flat_map(|topic| topic.partitions())
-        .collect();
-    // A broker that restarted empty has no topics until they are created
-    // again; waiting on no partitions would wait forever.
-    anyhow::ensure!(
-        !partitions.is_empty(),
-        "the broker has no topic {CATALOG_TOPIC} yet"
-    );
-    for partition in partitions {
-        query.add_partition_offset(CATALOG_TOPIC, partition.id(), Offset::Offset(millis))?;
-    }
-    let found = consumer.offsets_for_times(query, BROKER_TIMEOUT)?;
-    found
-        .elements()
-        .iter()
-        .map(|element| {
-            let offset = match element.offset() {
-                Offset::Offset(offset) => offset,
-                // Nothing published since: read what comes next.
-                _ => {
-                    consumer
-                        .fetch_watermarks(CATALOG_TOPIC, element.partition(), BROKER_TIMEOUT)?
-                        .1
-                }
-            };
-            Ok((element.partition(), offset))
-        })
-        .collect()
 }

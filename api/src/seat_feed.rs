@@ -3,10 +3,9 @@
 //!
 //! Every hold, sale and release writes a `seats.*` event on the showtime
 //! in the same transaction, and the relay publishes it to the catalog
-//! topic. Each instance reads every partition of that topic itself (every
-//! instance needs every change, so there is no group to share), from the
-//! newest offset: a watcher gets the current states when it connects, so
-//! nothing older matters.
+//! topic. Each instance reads that topic in a consumer group of its own
+//! (every instance needs every change), from the newest offset: a watcher
+//! gets the current states when it connects, so nothing older matters.
 //! Changes to a showtime nobody watches here are skipped; for one that is
 //! watched, the states are read once, however many watch it, and fanned
 //! out. A change lost with a broker restart is made good by the next one
@@ -20,7 +19,7 @@ use chrono::{DateTime, Utc};
 use marquee_storage::Storage;
 use poem_openapi::Object;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -116,66 +115,30 @@ impl SeatFeed {
     }
 
     async fn follow(&self) -> Result<(), rdkafka::error::KafkaError> {
-        let consumer: Arc<StreamConsumer> = Arc::new(
-            ClientConfig::new()
-                .set("bootstrap.servers", &self.bootstrap)
-                // Never joined or committed: the partitions are assigned.
-                .set(
-                    "group.id",
-                    format!(
-                        "marquee-seats.{}.{}",
-                        self.storage.schema(),
-                        Uuid::new_v4().simple()
-                    ),
-                )
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "latest")
-                .set("fetch.wait.max.ms", "50")
-                .create()?,
-        );
-        let asking = Arc::clone(&consumer);
-        let partitions = tokio::task::spawn_blocking(move || {
-            asking
-                .fetch_metadata(Some(CATALOG_TOPIC), Duration::from_secs(5))
-                .map(|metadata| {
-                    metadata
-                        .topics()
-                        .iter()
-                        .flat_map(|topic| topic.partitions().iter().map(|p| p.id()))
-                        .collect::<Vec<i32>>()
-                })
-        })
-        .await
-        .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
-        // A broker that restarted empty has no topics until they are
-        // created again; waiting on no partitions would wait forever.
-        if partitions.is_empty() {
-            return Err(rdkafka::error::KafkaError::MetadataFetch(
-                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-            ));
-        }
-        let mut assignment = TopicPartitionList::new();
-        for partition in partitions {
-            assignment.add_partition_offset(CATALOG_TOPIC, partition, Offset::End)?;
-        }
-        consumer.assign(&assignment)?;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set(
+                "group.id",
+                format!(
+                    "marquee-seats.{}.{}",
+                    self.storage.schema(),
+                    Uuid::new_v4().simple()
+                ),
+            )
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "latest")
+            .set("fetch.wait.max.ms", "50")
+            .create()?;
+        consumer.subscribe(&[CATALOG_TOPIC])?;
         loop {
             let mut changed = HashSet::new();
-            // Errors from the consumer (a broker down, a connection reset)
-            // are reports: the client reconnects and resumes on its own.
-            match consumer.recv().await {
-                Ok(first) => self.note(first.payload(), &mut changed),
-                Err(err) => {
-                    tracing::debug!(error = %err, "catalog topic unreadable for now");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            }
+            let first = consumer.recv().await?;
+            self.note(first.payload(), &mut changed);
             // Changes arriving together are read once per showtime.
-            while let Ok(Ok(next)) =
+            while let Ok(next) =
                 tokio::time::timeout(Duration::from_millis(5), consumer.recv()).await
             {
-                self.note(next.payload(), &mut changed);
+                self.note(next?.payload(), &mut changed);
             }
             for showtime in changed {
                 self.publish(showtime).await;

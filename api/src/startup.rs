@@ -289,14 +289,12 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let storage = connect_storage(&settings).await?;
         let metrics = Metrics::new();
-        let indexer = Indexer::build(
-            storage.clone(),
-            metrics.clone(),
-            &settings.broker.bootstrap_servers,
-        )
-        .await?;
+        let indexer = Indexer::build(storage.clone(), metrics.clone()).await?;
         let cache = Arc::new(Cache::new(&settings.redis, metrics.cache_lookups.clone()));
-        let refresher = indexer.spawn(Arc::clone(&cache));
+        let refresher = indexer.spawn(
+            Duration::from_millis(settings.search.refresh_ms),
+            Arc::clone(&cache),
+        );
         let search = indexer.index();
         let readiness = Readiness::new(&settings, Arc::clone(storage.cluster()))?;
         let (provider, gateway) = payment_provider(&settings.payments).await?;

@@ -198,13 +198,6 @@ impl Supervisor {
         self.restarts.with_label_values(&[job]).get()
     }
 
-    /// Runs one pass of `job` now if this instance holds or can take its
-    /// lease; false if another instance holds it.
-    pub async fn run_once(&self, job: &dyn Job) -> Result<bool, Error> {
-        let beat = Beat::new(self.storage.clone(), job.name(), self.holder);
-        pass_once(&self.storage, job, &beat, self.lease(), &self.passes).await
-    }
-
     fn lease(&self) -> Duration {
         Duration::from_millis(self.settings.lease_ms)
     }
@@ -281,9 +274,9 @@ async fn pass_once(
     beat: &Beat,
     lease: Duration,
     passes: &IntCounterVec,
-) -> Result<bool, Error> {
+) -> Result<(), Error> {
     let Some(state) = storage.claim_job(job.name(), beat.holder, lease).await? else {
-        return Ok(false);
+        return Ok(());
     };
     beat.written.store(beat.now_ms(), Ordering::Relaxed);
     let (next, error) = match job.pass(state.clone(), beat).await {
@@ -298,7 +291,7 @@ async fn pass_once(
     storage
         .beat_job(job.name(), beat.holder, Some((&next, error.as_deref())))
         .await?;
-    Ok(true)
+    Ok(())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

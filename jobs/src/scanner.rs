@@ -243,17 +243,20 @@ impl Scanner {
                 for movie in releases.iter().filter(|movie| {
                     matches_release(&subscription.filter, &movie.title, &movie.genres)
                 }) {
-                    let when = movie
-                        .release_date
-                        .map(|date| format!(", in theaters from {}", date.format("%-d %B %Y")))
-                        .unwrap_or_default();
+                    let today = Utc::now().date_naive();
+                    let when = match movie.release_date {
+                        Some(date) if date > today => {
+                            format!("is coming to theaters on {}", date.format("%-d %B %Y"))
+                        }
+                        _ => "is now in the catalogue".to_owned(),
+                    };
                     alerts.push(alert(
                         &subscription,
                         &format!("release:{}", movie.id),
                         json!({
                             "kind": "movie.released",
                             "title": format!("New release: {}", movie.title),
-                            "body": format!("{} is coming{when}.", movie.title),
+                            "body": format!("{} {when}.", movie.title),
                             "subject_id": movie.id,
                         }),
                         false,

@@ -326,8 +326,13 @@ impl Storage {
             .write_key(
                 user_key(&new.id),
                 &format!(
-                    "insert into users (id, email, name, password_hash) values ($1, $2, $3, $4) \
-                     returning {ACCOUNT_COLUMNS}"
+                    "with created as ( \
+                         insert into users (id, email, name, password_hash) values ($1, $2, $3, $4) \
+                         returning *), \
+                     told as ( \
+                         insert into outbox (aggregate, aggregate_id, event) \
+                         select 'account', id, 'account.registered' from created) \
+                     select {ACCOUNT_COLUMNS} from created"
                 ),
                 &[&new.id, &new.email, &new.name, &new.password_hash],
             )
@@ -427,19 +432,29 @@ impl Storage {
         Ok(rows.first().and_then(used_token_from_row))
     }
 
+    /// Changes a live account and records `event` (which names the
+    /// change, never the data) in the same statement.
     async fn update_account(
         &self,
         user: Uuid,
+        event: &'static str,
         assignments: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Account, Error> {
         let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&user];
         all.extend_from_slice(params);
+        all.push(&event);
+        let event_param = all.len();
         self.write_key(
             user_key(&user),
             &format!(
-                "update users set {assignments}, updated_at = now() \
-                 where id = $1 and deleted_at is null returning {ACCOUNT_COLUMNS}"
+                "with changed as ( \
+                     update users set {assignments}, updated_at = now() \
+                     where id = $1 and deleted_at is null returning *), \
+                 told as ( \
+                     insert into outbox (aggregate, aggregate_id, event) \
+                     select 'account', id, ${event_param}::text from changed) \
+                 select {ACCOUNT_COLUMNS} from changed"
             ),
             &all,
         )
@@ -455,6 +470,7 @@ impl Storage {
     pub async fn mark_email_verified(&self, user: Uuid) -> Result<Account, Error> {
         self.update_account(
             user,
+            "account.email_verified",
             "email_verified_at = coalesce(email_verified_at, now())",
             &[],
         )
@@ -462,28 +478,41 @@ impl Storage {
     }
 
     pub async fn set_name(&self, user: Uuid, name: &str) -> Result<Account, Error> {
-        self.update_account(user, "name = $2", &[&name]).await
-    }
-
-    pub async fn set_password_hash(&self, user: Uuid, hash: &str) -> Result<Account, Error> {
-        self.update_account(user, "password_hash = $2", &[&hash])
+        self.update_account(user, "account.profile_changed", "name = $2", &[&name])
             .await
     }
 
+    pub async fn set_password_hash(&self, user: Uuid, hash: &str) -> Result<Account, Error> {
+        self.update_account(
+            user,
+            "account.password_changed",
+            "password_hash = $2",
+            &[&hash],
+        )
+        .await
+    }
+
     pub async fn set_role(&self, user: Uuid, role: &str) -> Result<Account, Error> {
-        self.update_account(user, "role = $2", &[&role]).await
+        self.update_account(user, "account.role_changed", "role = $2", &[&role])
+            .await
     }
 
     /// Starts enrolling a second factor; the secret counts once confirmed.
     pub async fn set_totp_pending(&self, user: Uuid, secret: &[u8]) -> Result<Account, Error> {
-        self.update_account(user, "totp_pending = $2", &[&secret])
-            .await
+        self.update_account(
+            user,
+            "account.two_factor_started",
+            "totp_pending = $2",
+            &[&secret],
+        )
+        .await
     }
 
     /// Makes the pending secret the account's second factor.
     pub async fn confirm_totp(&self, user: Uuid, step: i64) -> Result<Account, Error> {
         self.update_account(
             user,
+            "account.two_factor_enabled",
             "totp_secret = totp_pending, totp_pending = null, totp_last_step = $2",
             &[&step],
         )
@@ -527,7 +556,12 @@ impl Storage {
             ));
         }
         let account = self
-            .update_account(user, "email = $2, email_verified_at = now()", &[&new_email])
+            .update_account(
+                user,
+                "account.email_changed",
+                "email = $2, email_verified_at = now()",
+                &[&new_email],
+            )
             .await?;
         if let Some(old) = before.email.as_deref().filter(|old| *old != new_email) {
             self.release_email(old, user).await?;
@@ -557,6 +591,8 @@ impl Storage {
                     "delete from user_tokens where user_id = $1",
                     "delete from subscriptions where user_id = $1",
                     "delete from subscription_alerts where user_id = $1",
+                    "insert into outbox (aggregate, aggregate_id, event) \
+                         values ('account', $1, 'account.erased')",
                 ] {
                     transaction
                         .execute(statement, &[&user])

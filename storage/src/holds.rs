@@ -764,7 +764,11 @@ impl Storage {
                      holds_lapsed as ( \
                          update holds set status = 'expired', updated_at = now() \
                          where status = 'active' and expires_at <= now() \
-                         returning showtime_id) \
+                         returning id, showtime_id), \
+                     told as ( \
+                         insert into outbox (aggregate, aggregate_id, event, payload) \
+                         select 'hold', id, 'hold.expired', jsonb_build_object('showtime_id', showtime_id) \
+                         from holds_lapsed) \
                      select showtime_id from lapsed union select showtime_id from holds_lapsed",
                     &[],
                 )

@@ -518,16 +518,34 @@ impl Storage {
             .await
             .map_err(|err| rejected(server, err))?;
         let status = if succeeded { "succeeded" } else { "failed" };
-        let kind: Option<String> = transaction
+        let settled = transaction
             .query_opt(
-                "update payments set status = $2, provider_ref = coalesce($3, provider_ref), \
+                "update payments p set status = $2, provider_ref = coalesce($3, p.provider_ref), \
                      detail = $4, updated_at = now() \
-                 where id = $1 returning kind",
+                 from (select id, status from payments where id = $1 for update) before \
+                 where p.id = before.id returning p.kind, p.amount, before.status",
                 &[&payment, &status, &provider_ref, &detail],
             )
             .await
-            .map_err(|err| rejected(server, err))?
-            .map(|row| row.get(0));
+            .map_err(|err| rejected(server, err))?;
+        let kind: Option<String> = settled.as_ref().map(|row| row.get(0));
+        // A settlement repeated after a retry tells of the refund once.
+        if let Some(row) = settled.as_ref().filter(|row| {
+            succeeded
+                && row.get::<_, String>(0) == "refund"
+                && row.get::<_, String>(2) != "succeeded"
+        }) {
+            let amount: i64 = row.get(1);
+            outbox::record_payload(
+                &transaction,
+                "payment",
+                payment,
+                "payment.refunded",
+                &serde_json::json!({ "order_id": order.id, "amount_minor": amount }),
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        }
         if succeeded && kind.as_deref() == Some("authorization") {
             transaction
                 .execute(
@@ -614,8 +632,8 @@ impl Storage {
                     [&hold_id];
                 let key_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
                     [&order_id, &status, &body];
-                let outbox_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-                    [&order_id, &event, &showtime];
+                let outbox_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                    [&order_id, &event, &showtime, &capture, &amount];
                 let (_, _, confirmed, _, _, _, _) = futures::try_join!(
                     transaction.execute(
                         "update seat_states set state = 'sold', order_id = $2, expires_at = null, \
@@ -658,7 +676,9 @@ impl Storage {
                     transaction.execute(
                         "insert into outbox (aggregate, aggregate_id, event, payload) \
                          values ('order', $1, 'order.confirmed', $2), \
-                                ('showtime', $3, 'seats.sold', '{}')",
+                                ('showtime', $3, 'seats.sold', '{}'), \
+                                ('payment', $4, 'payment.captured', \
+                                 jsonb_build_object('order_id', $1::uuid, 'amount_minor', $5::bigint))",
                         &outbox_params,
                     ),
                 )?;

@@ -985,9 +985,10 @@ async fn bookings_made_while_their_movie_moves_all_survive_once_and_no_seat_sell
                         wheelchair: 0,
                     });
                     // A request refused while the movie is fenced is retried,
-                    // as a client would on a 503.
+                    // as a client would on a 503, for as long as a move on a
+                    // busy machine may take.
                     let mut placed = None;
-                    for _ in 0..50 {
+                    for _ in 0..400 {
                         match booking.hold(showtime, &email, &choice, None).await {
                             Ok(held) => {
                                 placed = Some(held);
@@ -1005,7 +1006,7 @@ async fn bookings_made_while_their_movie_moves_all_survive_once_and_no_seat_sell
                         method: "card".to_owned(),
                         token: "tok_visa".to_owned(),
                     };
-                    for _ in 0..50 {
+                    for _ in 0..400 {
                         match booking.place_order(&key, &request, &token, &Plain).await {
                             Ok(reply) if reply.status == 201 => {
                                 let id: Uuid = reply.body["id"]

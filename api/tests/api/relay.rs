@@ -1,6 +1,7 @@
 //! The outbox relay against the real broker: committed changes reach their
 //! topic keyed by aggregate, in order; one relay holds each shard; events
-//! wait in the outbox while the broker cannot be reached.
+//! wait in the outbox while the broker cannot be reached; holds, payments,
+//! refunds and account changes write their events with the change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,4 +159,110 @@ async fn events_wait_in_the_outbox_while_the_broker_is_unreachable_and_go_out_af
             .expect("consumer task");
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(messages[0]["node"], node.as_str());
+}
+
+/// Every `aggregate/event` in the deployment's outboxes.
+async fn outbox_events(app: &crate::helpers::TestApp) -> std::collections::BTreeSet<String> {
+    let mut events = std::collections::BTreeSet::new();
+    for shard in &app.schema.settings.database.shards {
+        let client = crate::helpers::connect(&shard.primary)
+            .await
+            .expect("connect");
+        for row in client
+            .query(
+                &format!("select aggregate, event from {}.outbox", app.schema.name),
+                &[],
+            )
+            .await
+            .expect("outbox")
+        {
+            events.insert(format!(
+                "{}/{}",
+                row.get::<_, String>(0),
+                row.get::<_, String>(1)
+            ));
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn holds_payments_refunds_and_account_changes_write_their_events_with_the_change() {
+    let app =
+        crate::accounts::accounts_app_with(|settings| settings.booking.hold_ttl_seconds = 1).await;
+    let (_, tokens) = crate::accounts::signed_up(&app, "events").await;
+    let (showtime, _) = crate::booking::show(&app, 3, 8).await;
+
+    let (lapsing, _) = crate::booking::held(&app, showtime, "late@example.com", &["A-3"]).await;
+    let (hold, token) =
+        crate::booking::held(&app, showtime, "ada@example.com", &["B-2", "B-3"]).await;
+    let order: Value = crate::booking::pay(&app, &hold, &token, "events", "tok_visa")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let cancelled = app
+        .client
+        .post(app.url(&format!(
+            "/v1/orders/{}/cancellation",
+            order["id"].as_str().expect("id")
+        )))
+        .header("Booking-Token", &token)
+        .json(&json!({"seats": ["B-2"]}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(cancelled.status().as_u16(), 200);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    app.state.storage.expire_holds().await.expect("sweep");
+    let user: Uuid = tokens["user_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    app.state
+        .storage
+        .set_name(user, "Grace Hopper")
+        .await
+        .expect("renamed");
+
+    let events = outbox_events(&app).await;
+    for expected in [
+        "account/account.registered",
+        "account/account.email_verified",
+        "account/account.profile_changed",
+        "hold/hold.expired",
+        "order/order.confirmed",
+        "order/order.cancelled",
+        "payment/payment.captured",
+        "payment/payment.refunded",
+        "showtime/seats.held",
+        "showtime/seats.sold",
+        "showtime/seats.released",
+    ] {
+        assert!(events.contains(expected), "no {expected} among {events:?}");
+    }
+    let lapsed: Uuid = lapsing["id"]
+        .as_str()
+        .expect("hold id")
+        .parse()
+        .expect("uuid");
+    let mut told = 0;
+    for shard in &app.schema.settings.database.shards {
+        let client = crate::helpers::connect(&shard.primary)
+            .await
+            .expect("connect");
+        let row = client
+            .query_one(
+                &format!(
+                    "select count(*) from {}.outbox where event = 'hold.expired' and aggregate_id = $1",
+                    app.schema.name
+                ),
+                &[&lapsed],
+            )
+            .await
+            .expect("count");
+        told += row.get::<_, i64>(0);
+    }
+    assert_eq!(told, 1, "the lapsed hold is told of once");
 }
