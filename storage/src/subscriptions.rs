@@ -234,24 +234,16 @@ impl Storage {
         movies: &[Uuid],
         theaters: &[Uuid],
     ) -> Result<Vec<Subscription>, Error> {
-        let server = &node.primary;
-        let client = server.get().await?;
-        Ok(client
-            .query(
-                &format!(
-                    "select {COLUMNS} from subscriptions where showtime_id is null \
-                     and (movie_id is null or movie_id = any($1)) \
-                     and (theater_id is null or theater_id = any($2)) \
-                     and (movie_id is not null or city is not null or latitude is not null \
-                          or theater_id is not null or format is not null)"
-                ),
-                &[&movies, &theaters],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?
-            .iter()
-            .map(from_row)
-            .collect())
+        on_node(
+            node,
+            "showtime_id is null \
+             and (movie_id is null or movie_id = any($1)) \
+             and (theater_id is null or theater_id = any($2)) \
+             and (movie_id is not null or city is not null or latitude is not null \
+                  or theater_id is not null or format is not null)",
+            &[&movies, &theaters],
+        )
+        .await
     }
 
     /// Movie-level subscriptions on `node` (title words or genre only),
@@ -260,39 +252,19 @@ impl Storage {
         &self,
         node: &ShardNode,
     ) -> Result<Vec<Subscription>, Error> {
-        let server = &node.primary;
-        let client = server.get().await?;
-        Ok(client
-            .query(
-                &format!(
-                    "select {COLUMNS} from subscriptions where showtime_id is null \
-                     and movie_id is null and city is null and latitude is null \
-                     and theater_id is null and format is null \
-                     and (title_words is not null or genre is not null)"
-                ),
-                &[],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?
-            .iter()
-            .map(from_row)
-            .collect())
+        on_node(
+            node,
+            "showtime_id is null and movie_id is null and city is null and latitude is null \
+             and theater_id is null and format is null \
+             and (title_words is not null or genre is not null)",
+            &[],
+        )
+        .await
     }
 
     /// The seat watches on `node`.
     pub async fn seat_watches(&self, node: &ShardNode) -> Result<Vec<Subscription>, Error> {
-        let server = &node.primary;
-        let client = server.get().await?;
-        Ok(client
-            .query(
-                &format!("select {COLUMNS} from subscriptions where showtime_id is not null"),
-                &[],
-            )
-            .await
-            .map_err(|err| rejected(server, err))?
-            .iter()
-            .map(from_row)
-            .collect())
+        on_node(node, "showtime_id is not null", &[]).await
     }
 
     /// Raises an alert and writes its change event, in one statement under
@@ -455,4 +427,25 @@ impl Storage {
             None => PhoneCheck::Spent,
         })
     }
+}
+
+/// The subscriptions on one node that satisfy `condition`, for the scanner,
+/// which reads every node's.
+async fn on_node(
+    node: &ShardNode,
+    condition: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Subscription>, Error> {
+    let server = &node.primary;
+    let client = server.get().await?;
+    Ok(client
+        .query(
+            &format!("select {COLUMNS} from subscriptions where {condition}"),
+            params,
+        )
+        .await
+        .map_err(|err| rejected(server, err))?
+        .iter()
+        .map(from_row)
+        .collect())
 }
