@@ -277,6 +277,7 @@ impl Scanner {
         let mut seen = HashSet::new();
         watches.retain(|watch| seen.insert(watch.id));
         let mut showtimes: HashMap<Uuid, Option<Showtime>> = HashMap::new();
+        let mut titles: HashMap<Uuid, String> = HashMap::new();
         let mut alerts = Vec::new();
         let now = Utc::now();
         for watch in watches {
@@ -289,10 +290,15 @@ impl Scanner {
             match showtimes.get(&id).and_then(Option::as_ref) {
                 Some(showtime) if showtime.schedule.starts_at > now => {
                     if showtime.seats_available > 0 {
-                        let title = match self.storage.movie(showtime.movie_id).await? {
-                            Some(movie) => movie.title,
-                            None => "A showtime you watch".to_owned(),
-                        };
+                        // Thousands may watch one showtime: its title is read once.
+                        if let Entry::Vacant(entry) = titles.entry(id) {
+                            let title = match self.storage.movie(showtime.movie_id).await? {
+                                Some(movie) => movie.title,
+                                None => "A showtime you watch".to_owned(),
+                            };
+                            entry.insert(title);
+                        }
+                        let title = titles.get(&id).map_or("", String::as_str);
                         let seats = showtime.seats_available;
                         alerts.push(alert(
                             &watch,
