@@ -1,18 +1,15 @@
-//! Builds this instance's search index from the shards and keeps it fresh.
+//! Builds this instance's search index from the shards and applies the
+//! catalog changes the stream brings (`catalog_stream`).
 //!
-//! Every change to the catalogue writes an event to its shard's outbox in
-//! the same transaction. The indexer tails each shard's outbox by sequence
-//! and re-reads what changed, so an update is searchable within one refresh
-//! interval on every instance, whichever instance made it. Applying an
-//! event twice is harmless: it re-reads the current state.
+//! Applying a change re-reads the current state of what it names, so a
+//! change applied twice, or out of order with another, leaves the index
+//! right.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
 
-use chrono::Datelike;
+use chrono::{DateTime, Datelike, Utc};
 use marquee_search::{MovieDoc, MovieIndex, ShowtimeDoc};
-use marquee_sharding::NodeId;
 use marquee_storage::movies::Movie;
 use marquee_storage::showtimes::Showtime;
 use marquee_storage::theaters::Theater;
@@ -22,17 +19,26 @@ use uuid::Uuid;
 use crate::cache::{Cache, Entry};
 use crate::metrics::Metrics;
 
-/// A sequence gap younger than this may be a transaction still committing;
-/// an older one was rolled back.
-const GAP_WAIT_SECONDS: f64 = 5.0;
-const BATCH: i64 = 1_000;
 const LOAD_PAGE: i64 = 10_000;
+
+/// What a batch of catalog events changed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub movies: BTreeSet<Uuid>,
+    pub showtimes: BTreeSet<Uuid>,
+    pub theaters: BTreeSet<Uuid>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.movies.is_empty() && self.showtimes.is_empty() && self.theaters.is_empty()
+    }
+}
 
 pub struct Indexer {
     storage: Storage,
     index: Arc<MovieIndex>,
     theaters: RwLock<HashMap<Uuid, Theater>>,
-    cursors: Mutex<HashMap<NodeId, i64>>,
     metrics: Metrics,
 }
 
@@ -91,17 +97,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Indexer {
-    /// Reads the whole catalogue into a new index. The outbox positions are
-    /// taken first, so a change made during the load is applied again by
-    /// the first refresh rather than lost.
+    /// Reads the whole catalogue into a new index. Take the stream's start
+    /// positions first, so a change made during the load is applied again
+    /// from the stream rather than lost.
     pub async fn build(
         storage: Storage,
         metrics: Metrics,
     ) -> Result<Arc<Self>, crate::startup::StartupError> {
-        let mut cursors = HashMap::new();
-        for shard in storage.cluster().shards() {
-            cursors.insert(shard.id().clone(), storage.outbox_head(shard).await?);
-        }
         let index = Arc::new(blocking(MovieIndex::new).await?);
         let theaters: HashMap<Uuid, Theater> = storage
             .all_theaters()
@@ -142,7 +144,6 @@ impl Indexer {
             storage,
             index,
             theaters: RwLock::new(theaters),
-            cursors: Mutex::new(cursors),
             metrics,
         }))
     }
@@ -151,77 +152,15 @@ impl Indexer {
         Arc::clone(&self.index)
     }
 
-    /// Refreshes forever, every `every`; failures are logged and retried.
-    pub fn spawn(
-        self: &Arc<Self>,
-        every: Duration,
-        cache: Arc<Cache>,
-    ) -> tokio::task::JoinHandle<()> {
-        let indexer = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                if let Err(err) = indexer.refresh(&cache).await {
-                    tracing::warn!(error = %err, "search index refresh failed; retrying");
-                }
-            }
-        })
-    }
-
-    /// Applies every committed change since the last refresh; returns the
-    /// events applied.
-    pub async fn refresh(&self, cache: &Cache) -> anyhow::Result<usize> {
-        let mut movies = BTreeSet::new();
-        let mut showtimes = BTreeSet::new();
-        let mut theaters = BTreeSet::new();
-        let mut applied = 0;
-        let mut positions = Vec::new();
-        for shard in self.storage.cluster().shards() {
-            let mut cursor = self
-                .cursors
-                .lock()
-                .map(|cursors| cursors.get(shard.id()).copied().unwrap_or(0))
-                .unwrap_or(0);
-            let events = self.storage.outbox_after(shard, cursor, BATCH).await?;
-            for event in events {
-                if event.seq != cursor + 1 && event.age_seconds < GAP_WAIT_SECONDS {
-                    break;
-                }
-                cursor = event.seq;
-                applied += 1;
-                self.metrics
-                    .index_events
-                    .with_label_values(&[event.aggregate.as_str()])
-                    .inc();
-                // Orders change seats, which their showtime's own event
-                // already reports.
-                match event.aggregate.as_str() {
-                    "movie" => movies.insert(event.aggregate_id),
-                    "showtime" => showtimes.insert(event.aggregate_id),
-                    "theater" => theaters.insert(event.aggregate_id),
-                    _ => false,
-                };
-            }
-            positions.push((shard.id().clone(), cursor));
-        }
-        self.apply(&movies, &showtimes, &theaters, cache).await?;
-        // Positions advance only once the changes are in the index, so a
-        // failed refresh is retried from where it started.
-        if let Ok(mut cursors) = self.cursors.lock() {
-            cursors.extend(positions);
-        }
-        Ok(applied)
-    }
-
-    async fn apply(
-        &self,
-        movies: &BTreeSet<Uuid>,
-        showtimes: &BTreeSet<Uuid>,
-        theaters: &BTreeSet<Uuid>,
-        cache: &Cache,
-    ) -> anyhow::Result<()> {
+    /// Brings the index and the shared cache up to date with what the
+    /// changes name. Orders change seats, which their showtime's own event
+    /// already reports.
+    pub async fn apply(&self, changes: &Changes, cache: &Cache) -> anyhow::Result<()> {
+        let Changes {
+            movies,
+            showtimes,
+            theaters,
+        } = changes;
         let mut stale = Vec::new();
         let mut showtime_docs = Vec::new();
         let mut gone_showtimes = Vec::new();
@@ -282,10 +221,30 @@ impl Indexer {
             Ok::<_, marquee_search::Error>(())
         })
         .await??;
-        // Another instance may have made the change: its own invalidation
-        // covers the shared cache, and this one covers a missed one.
+        // Another instance may have made the change: the instance that made
+        // it dropped the shared entries at once, for whoever made it; this
+        // covers every instance's own copies and a drop that was missed.
         cache.invalidate(&stale).await;
         Ok(())
+    }
+
+    /// Counts an applied batch; `oldest` is when its oldest change was
+    /// committed.
+    pub fn applied(&self, changes: &Changes, oldest: Option<DateTime<Utc>>) {
+        for (aggregate, count) in [
+            ("movie", changes.movies.len()),
+            ("showtime", changes.showtimes.len()),
+            ("theater", changes.theaters.len()),
+        ] {
+            self.metrics
+                .index_events
+                .with_label_values(&[aggregate])
+                .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+        }
+        if let Some(oldest) = oldest {
+            let delay = (Utc::now() - oldest).num_milliseconds().max(0);
+            self.metrics.index_delay.observe(delay as f64 / 1_000.0);
+        }
     }
 
     async fn theater(&self, id: Uuid) -> Result<Option<Theater>, marquee_storage::Error> {

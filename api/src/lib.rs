@@ -11,16 +11,22 @@
 //! - [`health`]: readiness of every dependency.
 //! - [`cache`]: Redis cache-aside that never stands between a request and
 //!   the database.
-//! - [`indexer`]: builds the search index and keeps it fresh from the
-//!   shards' change streams.
+//! - [`indexer`] and [`catalog_stream`]: the search index, built from the
+//!   shards and kept fresh, with the cache and live seat maps, from the
+//!   catalog topic.
+//! - [`bookings_index`]: what the users' bookings index knows of each
+//!   order, from the orders topic.
 //! - [`sweeper`]: returns lapsed holds' seats and settles orders left
 //!   pending with the payment provider.
 
 pub mod auth;
 pub mod body;
+pub mod bookings_index;
 pub mod cache;
+pub mod catalog_stream;
 pub mod cli;
 pub mod edge;
+pub mod follow;
 pub mod health;
 pub mod inbox;
 pub mod indexer;

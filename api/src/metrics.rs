@@ -19,6 +19,7 @@ pub struct Metrics {
     search_documents: IntGauge,
     pub cache_lookups: IntCounterVec,
     pub index_events: IntCounterVec,
+    pub index_delay: prometheus::Histogram,
 }
 
 fn must<T>(result: prometheus::Result<T>) -> T {
@@ -76,9 +77,18 @@ impl Metrics {
         let index_events = must(IntCounterVec::new(
             Opts::new(
                 "search_index_events_total",
-                "Change events applied to this instance's search index, by aggregate",
+                "Catalog changes applied to this instance's search index, by aggregate; \
+                 an item changed several times in one batch counts once",
             ),
             &["aggregate"],
+        ));
+        let index_delay = must(prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "search_index_delay_seconds",
+                "From a catalog change's commit to this instance's index and cache having it, \
+                 per batch (its oldest change)",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
         ));
         let build_info = must(IntGaugeVec::new(
             Opts::new(
@@ -99,6 +109,7 @@ impl Metrics {
             Box::new(search_documents.clone()),
             Box::new(cache_lookups.clone()),
             Box::new(index_events.clone()),
+            Box::new(index_delay.clone()),
             Box::new(build_info),
         ] {
             must(registry.register(collector));
@@ -112,6 +123,7 @@ impl Metrics {
             search_documents,
             cache_lookups,
             index_events,
+            index_delay,
         }
     }
 

@@ -29,7 +29,6 @@ pub struct Settings {
     pub log: LogSettings,
     pub seed: SeedSettings,
     pub catalog: CatalogSettings,
-    pub search: SearchSettings,
     #[serde(default)]
     pub booking: marquee_booking::Settings,
     pub payments: PaymentsSettings,
@@ -157,14 +156,6 @@ pub struct CatalogSettings {
     pub turnaround_minutes: u32,
     /// How far ahead movie details list showtimes.
     pub horizon_days: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SearchSettings {
-    /// How often each instance reads the shards' change streams into its
-    /// index.
-    pub refresh_ms: u64,
 }
 
 /// Where card payments go.

@@ -24,7 +24,9 @@ use secrecy::ExposeSecret;
 
 use crate::auth::{AuthState, Gatekeeper};
 use crate::body::BodyLimit;
+use crate::bookings_index::BookingsIndex;
 use crate::cache::Cache;
+use crate::catalog_stream::{CatalogStream, StartPositions};
 use crate::edge::{self, Edge, Limits, RouteTable};
 use crate::health::Readiness;
 use crate::inbox::InboxHub;
@@ -261,13 +263,13 @@ pub struct Application {
     endpoint: poem::endpoint::BoxEndpoint<'static>,
     grace: Duration,
     state: Arc<AppState>,
-    refresher: tokio::task::JoinHandle<()>,
+    catalog: tokio::task::JoinHandle<()>,
+    bookings_index: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
     relay: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
     bells: tokio::task::JoinHandle<()>,
     jobs: Arc<Supervisor>,
-    seat_feed: tokio::task::JoinHandle<()>,
     monitor: tokio::task::JoinHandle<()>,
     /// The in-process sandbox gateway, when no real one is configured; it
     /// stops when the application is dropped.
@@ -289,12 +291,10 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let storage = connect_storage(&settings).await?;
         let metrics = Metrics::new();
+        let start =
+            StartPositions::take(&settings.broker.bootstrap_servers, storage.schema()).await?;
         let indexer = Indexer::build(storage.clone(), metrics.clone()).await?;
         let cache = Arc::new(Cache::new(&settings.redis, metrics.cache_lookups.clone()));
-        let refresher = indexer.spawn(
-            Duration::from_millis(settings.search.refresh_ms),
-            Arc::clone(&cache),
-        );
         let search = indexer.index();
         let readiness = Readiness::new(&settings, Arc::clone(storage.cluster()))?;
         let (provider, gateway) = payment_provider(&settings.payments).await?;
@@ -312,10 +312,16 @@ impl Application {
             &settings.redis.key_prefix,
             Duration::from_millis(settings.redis.timeout_ms.max(1) * 20),
         ));
-        let seats = Arc::new(SeatFeed::new(
-            storage.clone(),
+        let seats = Arc::new(SeatFeed::new(storage.clone()));
+        let catalog = Arc::new(CatalogStream::new(
+            &start,
             &settings.broker.bootstrap_servers,
-        ));
+            storage.schema(),
+            indexer,
+            Arc::clone(&seats),
+            Arc::clone(&cache),
+        ))
+        .spawn(start);
         let state = Arc::new(AppState {
             storage,
             search,
@@ -417,7 +423,11 @@ impl Application {
         )?)
         .spawn();
         let bells = Arc::clone(&state.inbox).spawn_listener();
-        let seat_feed = Arc::clone(&state.seats).spawn();
+        let bookings_index = Arc::new(BookingsIndex::new(
+            state.storage.clone(),
+            &settings.broker.bootstrap_servers,
+        ))
+        .spawn();
         let notifier = Arc::new(marquee_notifications::Notifier::new(
             state.storage.clone(),
             state.auth.mailer.clone(),
@@ -450,14 +460,14 @@ impl Application {
             endpoint,
             grace: Duration::from_secs(http.shutdown_grace_seconds),
             state,
-            refresher,
+            catalog,
+            bookings_index,
             sweeper,
             relay,
             notifier,
             bells,
             jobs,
             monitor,
-            seat_feed,
             _gateway: gateway,
             carrier,
         })
@@ -486,13 +496,13 @@ impl Application {
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(self.endpoint, shutdown, Some(self.grace))
             .await;
-        self.refresher.abort();
+        self.catalog.abort();
+        self.bookings_index.abort();
         self.sweeper.abort();
         self.relay.abort();
         self.notifier.abort();
         self.bells.abort();
         self.monitor.abort();
-        self.seat_feed.abort();
         self.jobs.shutdown();
         served
     }

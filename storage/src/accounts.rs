@@ -159,6 +159,40 @@ pub struct BookingEntry {
     pub created_at: DateTime<Utc>,
 }
 
+/// The customer a signed-in user's holds and orders are made out to.
+pub fn customer_of(user: Uuid) -> String {
+    format!("user:{user}")
+}
+
+/// The user a hold or order is made out to, unless a guest made it.
+pub fn user_of_customer(customer: &str) -> Option<Uuid> {
+    customer.strip_prefix("user:")?.parse().ok()
+}
+
+/// Which of a user's bookings to list. The index's copy of an order's
+/// status trails the order by the stream's delay, so a booking the stream
+/// has not yet summarized is listed under any status and its live order
+/// decides.
+#[derive(Debug, Clone, Default)]
+pub struct BookingFilter {
+    /// `confirmed` or `cancelled`.
+    pub status: Option<String>,
+    /// Showtimes still to come (`true`) or past (`false`).
+    pub upcoming: Option<bool>,
+}
+
+/// What the stream tells the bookings index of an order.
+#[derive(Debug, Clone)]
+pub struct BookingSummary {
+    pub user_id: Uuid,
+    pub hold_id: Uuid,
+    pub order_id: Uuid,
+    pub status: String,
+    pub starts_at: DateTime<Utc>,
+    /// The order's `updated_at`: an older summary never replaces a newer.
+    pub as_of: DateTime<Utc>,
+}
+
 /// How old an index row must be before a registration may take it over:
 /// longer than any registration takes between claiming and writing.
 const STALE_INDEX_AFTER: &str = "1 minute";
@@ -775,15 +809,45 @@ impl Storage {
         Ok(())
     }
 
+    /// Writes what the stream says of a booking's order into the user's
+    /// index entry. A summary older than the one stored changes nothing,
+    /// so replays and reordering are harmless; an entry that is gone (its
+    /// account erased) is not brought back.
+    pub async fn summarize_booking(&self, summary: &BookingSummary) -> Result<(), Error> {
+        self.write_key(
+            user_key(&summary.user_id),
+            "update user_bookings set order_id = $3, status = $4, starts_at = $5, as_of = $6 \
+             where user_id = $1 and hold_id = $2 and (as_of is null or as_of < $6)",
+            &[
+                &summary.user_id,
+                &summary.hold_id,
+                &summary.order_id,
+                &summary.status,
+                &summary.starts_at,
+                &summary.as_of,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The user's bookings index, newest first.
-    pub async fn user_bookings(&self, user: Uuid, limit: i64) -> Result<Vec<BookingEntry>, Error> {
+    pub async fn user_bookings(
+        &self,
+        user: Uuid,
+        filter: &BookingFilter,
+        limit: i64,
+    ) -> Result<Vec<BookingEntry>, Error> {
         Ok(self
             .read_key(
                 ids::route_hash(user),
                 "account",
                 "select hold_id, showtime_id, created_at from user_bookings where user_id = $1 \
+                 and ($3::text is null or status is null or status = $3) \
+                 and ($4::bool is null or case when $4 then starts_at is null or starts_at > now() \
+                     else starts_at <= now() end) \
                  order by created_at desc limit $2",
-                &[&user, &limit],
+                &[&user, &limit, &filter.status, &filter.upcoming],
             )
             .await?
             .iter()

@@ -16,14 +16,14 @@ use marquee_auth::{opaque, password, totp};
 use marquee_notify::Mail;
 use marquee_sharding::ids;
 use marquee_storage::accounts::{
-    Account, NewAccount, NewSession, Registered, Rotation, Session, TokenPurpose,
+    Account, BookingFilter, NewAccount, NewSession, Registered, Rotation, Session, TokenPurpose,
 };
 use marquee_storage::audit::AuditFilter;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -431,6 +431,23 @@ struct BookingView {
     order: Order,
 }
 
+/// An order status to list bookings by.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+enum BookingStatus {
+    Confirmed,
+    Cancelled,
+}
+
+impl BookingStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
 #[derive(Debug, Object)]
 struct BookingList {
     bookings: Vec<BookingView>,
@@ -816,8 +833,13 @@ impl AppState {
         )
     }
 
-    async fn bookings_of(&self, user: Uuid, limit: i64) -> Result<Vec<BookingView>, ApiError> {
-        let entries = self.storage.user_bookings(user, limit).await?;
+    async fn bookings_of(
+        &self,
+        user: Uuid,
+        filter: &BookingFilter,
+        limit: i64,
+    ) -> Result<Vec<BookingView>, ApiError> {
+        let entries = self.storage.user_bookings(user, filter, limit).await?;
         let orders = futures::future::join_all(
             entries
                 .iter()
@@ -826,7 +848,14 @@ impl AppState {
         .await;
         let mut bookings = Vec::new();
         for (entry, order) in entries.iter().zip(orders) {
-            if let Some(order) = order? {
+            // The live order decides for an entry the stream has not yet
+            // brought up to date.
+            if let Some(order) = order?.filter(|order| {
+                filter
+                    .status
+                    .as_ref()
+                    .is_none_or(|status| *status == order.status)
+            }) {
                 bookings.push(BookingView {
                     hold_id: entry.hold_id,
                     showtime_id: entry.showtime_id,
@@ -1446,7 +1475,9 @@ impl AccountsApi {
     ) -> Result<ExportResponse, ApiError> {
         let account = state.live_account(caller.0.user).await?;
         let sessions = state.storage.sessions(account.id).await?;
-        let bookings = state.bookings_of(account.id, 1000).await?;
+        let bookings = state
+            .bookings_of(account.id, &BookingFilter::default(), 1000)
+            .await?;
         let preferences = state.storage.preferences(account.id).await?;
         let subscriptions = state.storage.subscriptions(account.id).await?;
         let activity = state
@@ -1625,7 +1656,10 @@ impl AccountsApi {
 
     /// My bookings
     ///
-    /// Orders placed while signed in, newest first.
+    /// Orders placed while signed in, newest first. `status` keeps
+    /// confirmed or cancelled orders; `upcoming` keeps showtimes still to
+    /// come (`true`) or past (`false`). The bookings index learns of a
+    /// cancellation from the change stream, within about a second.
     #[oai(path = "/v1/me/bookings", method = "get", tag = "ApiTags::Accounts")]
     async fn my_bookings(
         &self,
@@ -1636,9 +1670,15 @@ impl AccountsApi {
             validator(minimum(value = "1"), maximum(value = "200"))
         )]
         limit: Query<i64>,
+        status: Query<Option<BookingStatus>>,
+        upcoming: Query<Option<bool>>,
     ) -> Result<Json<BookingList>, ApiError> {
+        let filter = BookingFilter {
+            status: status.0.map(|status| status.as_str().to_owned()),
+            upcoming: upcoming.0,
+        };
         Ok(Json(BookingList {
-            bookings: state.bookings_of(caller.0.user, limit.0).await?,
+            bookings: state.bookings_of(caller.0.user, &filter, limit.0).await?,
         }))
     }
 

@@ -693,7 +693,7 @@ impl BookingsApi {
         let body = body.0;
         let (customer, owner_token, account) = match (&buyer, body.email) {
             (Buyer::Account(account), _) => (
-                format!("user:{}", account.0.user),
+                marquee_storage::accounts::customer_of(account.0.user),
                 Some(state.auth.gatekeeper.owner_token(account.0.user)),
                 Some(account.0.user),
             ),

@@ -1558,3 +1558,133 @@ async fn without_configured_origins_no_origin_may_read_answers() {
         .headers()
         .contains_key("access-control-allow-credentials"));
 }
+
+/// `GET /v1/me/bookings` with a query, until it lists `count` bookings or
+/// ten seconds pass: the index learns of orders from the change stream.
+async fn bookings_listed(app: &TestApp, bearer: &str, query: &str, count: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed: Value = get(app, &format!("/v1/me/bookings{query}"), bearer)
+            .await
+            .json()
+            .await
+            .expect("json");
+        let bookings = listed["bookings"].as_array().cloned().unwrap_or_default();
+        if bookings.len() == count || std::time::Instant::now() > deadline {
+            return bookings;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn my_bookings_are_listed_by_status_and_date_from_what_the_stream_told_the_index() {
+    let app = accounts_app().await;
+    let (_, tokens) = signed_up(&app, "lister").await;
+    let me = access(&tokens).to_owned();
+    let user: Uuid = tokens["user_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let (showtime, _) = show(&app, 4, 8).await;
+    let mut orders = Vec::new();
+    for seat in ["B-1", "B-3"] {
+        let held: Value = hold_as(&app, &me, showtime, json!([seat]))
+            .await
+            .json()
+            .await
+            .expect("json");
+        let paid: Value = pay_as(&app, &me, held["hold"]["id"].clone())
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(paid["status"], "confirmed", "{paid}");
+        orders.push((held["hold"]["id"].clone(), paid["id"].clone()));
+    }
+    // A hold that is never paid has no order to list.
+    let unpaid: Value = hold_as(&app, &me, showtime, json!(["B-5"]))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let (kept, dropped) = (&orders[0], &orders[1]);
+    let cancelled = post(
+        &app,
+        &format!(
+            "/v1/orders/{}/cancellation",
+            dropped.1.as_str().expect("id")
+        ),
+        Some(&me),
+        json!({}),
+    )
+    .await;
+    assert_eq!(cancelled.status().as_u16(), 200);
+
+    let only_cancelled = bookings_listed(&app, &me, "?status=cancelled", 1).await;
+    assert_eq!(only_cancelled.len(), 1, "{only_cancelled:?}");
+    assert_eq!(only_cancelled[0]["order"]["id"], dropped.1);
+    let only_confirmed = bookings_listed(&app, &me, "?status=confirmed", 1).await;
+    assert_eq!(only_confirmed.len(), 1, "{only_confirmed:?}");
+    assert_eq!(only_confirmed[0]["order"]["id"], kept.1);
+    assert_eq!(
+        bookings_listed(&app, &me, "?upcoming=true", 2).await.len(),
+        2
+    );
+    assert!(bookings_listed(&app, &me, "?upcoming=false", 0)
+        .await
+        .is_empty());
+
+    // The index itself knows the kept order is confirmed: asked for
+    // cancelled bookings, it offers the cancelled one and the unpaid hold,
+    // which no order event has summarized, and not the kept one.
+    let storage = &app.state.storage;
+    let cancelled_filter = marquee_storage::accounts::BookingFilter {
+        status: Some("cancelled".to_owned()),
+        upcoming: None,
+    };
+    let mut expected = vec![
+        dropped.0.as_str().expect("id").to_owned(),
+        unpaid["hold"]["id"].as_str().expect("id").to_owned(),
+    ];
+    expected.sort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let offered = loop {
+        let mut offered: Vec<String> = storage
+            .user_bookings(user, &cancelled_filter, 10)
+            .await
+            .expect("index")
+            .iter()
+            .map(|entry| entry.hold_id.to_string())
+            .collect();
+        offered.sort();
+        if offered == expected || std::time::Instant::now() > deadline {
+            break offered;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(offered, expected);
+
+    // A summary older than the stored one, as a replayed event would
+    // bring, changes nothing.
+    storage
+        .summarize_booking(&marquee_storage::accounts::BookingSummary {
+            user_id: user,
+            hold_id: dropped.0.as_str().expect("id").parse().expect("uuid"),
+            order_id: dropped.1.as_str().expect("id").parse().expect("uuid"),
+            status: "confirmed".to_owned(),
+            starts_at: chrono::Utc::now(),
+            as_of: chrono::DateTime::UNIX_EPOCH,
+        })
+        .await
+        .expect("summary");
+    let still = bookings_listed(&app, &me, "?status=cancelled", 1).await;
+    assert_eq!(still[0]["order"]["id"], dropped.1);
+    assert!(storage
+        .user_bookings(user, &cancelled_filter, 10)
+        .await
+        .expect("index")
+        .iter()
+        .any(|entry| entry.hold_id.to_string() == dropped.0.as_str().expect("id")));
+}

@@ -159,7 +159,13 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Starts the application after `configure` has adjusted its settings.
+/// `TEST_LOG` (an `EnvFilter`, such as `marquee=debug`) shows the service's
+/// logs in a failing test's output.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
+        .with_test_writer()
+        .try_init();
     let mut schema = TestSchema::new();
     configure(&mut schema.settings);
     schema.storage().migrate().await.expect("migrations apply");

@@ -155,7 +155,11 @@ async fn assert_all_readable(storage: &Storage, population: &Population) {
             "session of {email}"
         );
         assert_eq!(
-            storage.user_bookings(*id, 10).await.expect("read").len(),
+            storage
+                .user_bookings(*id, &Default::default(), 10)
+                .await
+                .expect("read")
+                .len(),
             1,
             "bookings index of {email}"
         );

@@ -5,13 +5,26 @@ use std::time::{Duration, Instant};
 use marquee::startup::Application;
 use serde_json::{json, Value};
 
-use crate::catalog::{later, movie, schedule, screen, showtime_body, theater};
-use crate::helpers::{assert_problem, https_client, spawn_app, TestApp};
+use crate::catalog::{admin, later, movie, schedule, screen, showtime_body, theater};
+use crate::helpers::{
+    assert_problem, https_client, spawn_app, spawn_app_behind_proxy, spawn_app_with, PrivateBroker,
+    TestApp,
+};
 
-/// The index is refreshed from the outbox in the background: polls a query
-/// until `done` holds or two seconds pass, and returns the last answer.
+/// The index is kept fresh from the change stream in the background: polls
+/// a query until `done` holds or two seconds pass, and returns the last
+/// answer.
 pub async fn search_until(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    search_within(app, path, Duration::from_secs(2), done).await
+}
+
+async fn search_within(
+    app: &TestApp,
+    path: &str,
+    wait: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + wait;
     loop {
         let found: Value = app.get(path).await.json().await.expect("json");
         if done(&found) || Instant::now() > deadline {
@@ -52,6 +65,101 @@ async fn a_change_made_through_one_instance_is_searchable_on_another_within_two_
         found,
         "not searchable on the other instance after {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_change_made_while_the_broker_is_down_is_searchable_once_it_is_back() {
+    let mut broker = PrivateBroker::start().await;
+    let bootstrap = format!("127.0.0.1:{}", broker.port);
+    let app = spawn_app_with(|settings| settings.broker.bootstrap_servers = bootstrap).await;
+
+    broker.stop();
+    let created = app
+        .create_movie(json!({"title": "Quillon Harbour Lights", "genres": ["drama"]}))
+        .await;
+    assert_eq!(created.status().as_u16(), 201);
+    // Only the stream brings a change into the index, and it waits in the
+    // outbox while the broker is away.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let meanwhile: Value = app
+        .get("/v1/search?q=quillon")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(meanwhile["total"], 0, "{meanwhile}");
+
+    // The broker comes back empty: the index's group has lost its offsets
+    // and reads what the relay publishes again.
+    broker.restart().await;
+    let found = search_within(&app, "/v1/search?q=quillon", Duration::from_secs(60), |v| {
+        v["total"] == 1
+    })
+    .await;
+    assert_eq!(
+        found["hits"][0]["title"], "Quillon Harbour Lights",
+        "{found}"
+    );
+}
+
+#[tokio::test]
+async fn a_change_the_index_could_not_apply_is_read_again_from_its_committed_offsets() {
+    let (proxy, app) = spawn_app_behind_proxy(1).await;
+    let film = movie(&app, "Ostrakon Dawn", 100, "2001-01-01").await;
+    // The renamed theater must live on a node the application still
+    // reaches; its showtimes are looked up on every node, so applying the
+    // rename fails while shard-1 is cut off.
+    let mut renamed = None;
+    for city in [
+        "Salem", "Lowell", "Quincy", "Woburn", "Revere", "Malden", "Medford", "Beverly",
+    ] {
+        let hall = theater(&app, "Ostrakon Hall", city, 42.52, -70.9).await;
+        let room = screen(&app, hall, 3, 6).await;
+        let scheduled = schedule(&app, showtime_body(film, hall, room, later(2, 18))).await;
+        assert_eq!(scheduled.status().as_u16(), 201);
+        let path = format!("/v1/search?q=ostrakon&city={city},%20MA");
+        let indexed =
+            search_within(&app, &path, Duration::from_secs(10), |v| v["total"] == 1).await;
+        assert_eq!(indexed["total"], 1, "{indexed}");
+
+        proxy.cut();
+        let body = json!({
+            "name": "Ostrakon Hall", "country": "US", "region": "MA", "city": "Marblehead",
+            "street": "1 Main St", "postcode": "01945", "latitude": 42.5, "longitude": -70.86,
+            "timezone": "America/New_York", "opening_hours": []
+        });
+        let answer = admin(
+            &app,
+            reqwest::Method::PUT,
+            &format!("/v1/admin/theaters/{hall}"),
+            body,
+        )
+        .await;
+        if answer.status().as_u16() == 200 {
+            renamed = Some(hall);
+            break;
+        }
+        proxy.restore();
+    }
+    assert!(renamed.is_some(), "no theater landed off shard-1");
+
+    let moved = "/v1/search?q=ostrakon&city=Marblehead,%20MA";
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let meanwhile: Value = app.get(moved).await.json().await.expect("json");
+    assert_eq!(
+        meanwhile["total"], 0,
+        "applied while a node was cut off: {meanwhile}"
+    );
+
+    // The failed batch was never committed, so the consumer that replaces
+    // the failed one reads it again.
+    proxy.restore();
+    let found = search_within(&app, moved, Duration::from_secs(30), |v| v["total"] == 1).await;
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(
+        found["hits"][0]["showtimes"][0]["theater_name"],
+        "Ostrakon Hall"
     );
 }
 
