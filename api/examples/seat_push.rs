@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     storage.load_placement().await?;
     let app = Application::build(settings).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
+    let metrics = app.state().metrics.clone();
     let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let http = reqwest::Client::new();
@@ -211,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
             "missed": missed,
             "delay_ms": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)},
             "slowest_holds_ms": slowest_holds(&slowest),
+            "index_delay_s": index_delay(&metrics.index_delay),
         })
     )?;
     server.abort();
@@ -225,6 +227,25 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(scratch);
     Ok(())
+}
+
+/// How long the same seat changes took to reach this instance's search
+/// index and cache, per applied batch: the bucket bounds the median and
+/// the 99th percentile fall under.
+fn index_delay(histogram: &prometheus::Histogram) -> Value {
+    use prometheus::core::Metric;
+    let metric = histogram.metric();
+    let buckets = metric.get_histogram();
+    let total = buckets.get_sample_count();
+    let under = |q: f64| {
+        let wanted = (total as f64 * q).ceil() as u64;
+        buckets
+            .get_bucket()
+            .iter()
+            .find(|bucket| bucket.cumulative_count() >= wanted)
+            .map(|bucket| bucket.upper_bound())
+    };
+    json!({"batches": total, "p50_at_most": under(0.5), "p99_at_most": under(0.99)})
 }
 
 /// The three holds that took longest to reach their last watcher, as
