@@ -65,6 +65,11 @@ pub enum Error {
     Storage(#[from] marquee_storage::Error),
     #[error("release file {path}: {reason}")]
     ReleaseFile { path: String, reason: String },
+    #[error("release {release} was refused: {source}")]
+    ReleaseRefused {
+        release: String,
+        source: marquee_storage::Error,
+    },
     #[error("job metrics could not be registered: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("another instance took the job over")]

@@ -10,7 +10,10 @@
 //! the catalogue is left as staff edited it. A file that is read whole is
 //! moved to `imported/`; one that cannot be read, or holds an invalid
 //! release, to `rejected/` with a `.error.txt` beside it, and nothing of
-//! it is imported, so the distributor can send a corrected file.
+//! it is imported, so the distributor can send a corrected file. A file
+//! whose release the database refuses three passes in a row is set aside
+//! the same way (the releases before it stay imported), and the files
+//! after it go on; while a node cannot be reached, files wait.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,6 +29,10 @@ use crate::{Beat, Error, Job};
 
 /// How long a file must go unchanged before it is read.
 const SETTLED: Duration = Duration::from_secs(2);
+/// A file the database refuses this many passes in a row is set aside, so
+/// one bad release cannot hold up the files after it. A single refusal may
+/// be a failover's dropped connection; the same one three times is not.
+const REFUSALS_BEFORE_REJECTING: u64 = 3;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,7 +178,10 @@ impl ReleaseImporter {
         for (done, release) in parsed.releases.iter().enumerate() {
             let movie = release.movie(parsed.distributor.trim());
             if self.storage.movie(movie.id).await?.is_none() {
-                self.storage.upsert_movie(&movie).await?;
+                self.storage
+                    .upsert_movie(&movie)
+                    .await
+                    .map_err(|err| refusal(&release.external_id, err))?;
                 added += 1;
             }
             beat.pulse().await?;
@@ -194,6 +204,20 @@ fn settled(path: &Path) -> bool {
         .ok()
         .and_then(|modified| modified.elapsed().ok())
         .is_some_and(|age| age >= SETTLED)
+}
+
+/// A database's answer refusing the release is told apart from one that
+/// never came (a node unreachable), which only waits for the next pass.
+fn refusal(release: &str, err: marquee_storage::Error) -> Error {
+    match err {
+        marquee_storage::Error::Rejected { .. }
+        | marquee_storage::Error::Invalid { .. }
+        | marquee_storage::Error::Conflict(_) => Error::ReleaseRefused {
+            release: release.to_owned(),
+            source: err,
+        },
+        other => Error::Storage(other),
+    }
 }
 
 fn file_error(path: &Path, err: std::io::Error) -> Error {
@@ -227,10 +251,37 @@ impl Job for ReleaseImporter {
             .get("movies")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
+        let mut refused = state
+            .get("refused")
+            .and_then(serde_json::Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         for file in self.pending()? {
-            movies += self.import(&file, beat).await? as u64;
-            files += 1;
+            let name = file.display().to_string();
+            match self.import(&file, beat).await {
+                Ok(added) => {
+                    movies += added as u64;
+                    files += 1;
+                    refused.remove(&name);
+                }
+                Err(err @ Error::ReleaseRefused { .. }) => {
+                    let times = refused
+                        .get(&name)
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0)
+                        + 1;
+                    tracing::warn!(file = %name, times, error = %err, "release file refused");
+                    if times >= REFUSALS_BEFORE_REJECTING {
+                        let reason = format!("refused {times} passes in a row: {err}");
+                        self.set_aside(&file, "rejected", Some(&reason))?;
+                        refused.remove(&name);
+                    } else {
+                        refused.insert(name, json!(times));
+                    }
+                }
+                Err(err) => return Err(err),
+            }
         }
-        Ok(json!({ "files": files, "movies": movies }))
+        Ok(json!({ "files": files, "movies": movies, "refused": refused }))
     }
 }

@@ -560,6 +560,60 @@ async fn a_release_file_is_imported_once_and_tells_subscribers_while_a_bad_one_i
 }
 
 #[tokio::test]
+async fn a_release_the_database_refuses_sets_its_file_aside_without_holding_up_the_next() {
+    let app = accounts_app_with(|settings| settings.jobs.import_every_ms = 300).await;
+    let folder = std::path::PathBuf::from(&app.schema.settings.jobs.releases_dir);
+    std::fs::create_dir_all(&folder).expect("folder");
+    // A NUL byte passes the file's validation, and PostgreSQL refuses it in
+    // text, on every attempt.
+    let poisoned = json!({"distributor": "Nul Pictures", "releases": [
+        {"external_id": "NP-1", "title": "Fine Film", "genres": ["drama"], "release_date": "2027-01-01"},
+        {"external_id": "NP-2", "title": "Broken Film", "genres": ["drama"], "release_date": "2027-01-02",
+         "synopsis": "a\u{0}b"}
+    ]});
+    std::fs::write(folder.join("a-poisoned.json"), poisoned.to_string()).expect("write");
+    let good = json!({"distributor": "Clean Pictures", "releases": [
+        {"external_id": "CP-1", "title": "Clean Film", "genres": ["comedy"], "release_date": "2027-02-01"}
+    ]});
+    std::fs::write(folder.join("b-good.json"), good.to_string()).expect("write");
+
+    let rejected = folder.join("rejected/a-poisoned.json");
+    for _ in 0..150 {
+        if rejected.exists() && folder.join("imported/b-good.json").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        folder.join("imported/b-good.json").exists(),
+        "the good file waited"
+    );
+    assert!(rejected.exists(), "the refused file was never set aside");
+    let reason = std::fs::read_to_string(folder.join("rejected/a-poisoned.json.error.txt"))
+        .expect("the reason is written beside it");
+    assert!(
+        reason.contains("refused 3 passes in a row") && reason.contains("NP-2"),
+        "{reason}"
+    );
+    // The release before the refused one stays imported; the refused one
+    // is not in the catalogue.
+    let release = |distributor: &str, id: &str| {
+        marquee_storage::demo_places::stable_id(&format!("release:{distributor}:{id}"))
+    };
+    let storage = &app.state.storage;
+    assert!(storage
+        .movie(release("Nul Pictures", "NP-1"))
+        .await
+        .expect("read")
+        .is_some());
+    assert!(storage
+        .movie(release("Nul Pictures", "NP-2"))
+        .await
+        .expect("read")
+        .is_none());
+}
+
+#[tokio::test]
 async fn a_phone_number_gets_texts_only_once_the_code_sent_to_it_is_typed_back() {
     let app = accounts_app().await;
     let (_, tokens) = signed_up(&app, "phone").await;
