@@ -257,7 +257,8 @@ fn build_librdkafka() {
             config.cxxflag(format!("-I{}/include", curl_root));
             config.cflag(format!("-L{}/lib", curl_root));
             config.cxxflag(format!("-L{}/lib", curl_root));
-            //FIXME: Upstream should be copying this in their build.rs
+            // curl-sys leaves the static library under build/; librdkafka's
+            // cmake build looks for it under lib/.
             fs::copy(
                 format!("{}/build/libcurl.a", curl_root),
                 format!("{}/lib/libcurl.a", curl_root),
@@ -288,7 +289,8 @@ fn build_librdkafka() {
             config.cflag(format!("-L{}/lib", sasl2_root));
             config.cxxflag(format!("-L{}/lib", sasl2_root));
 
-            //FIXME: Update librdkafka to use find_package for finding sasl2 instead of pkg-config
+            // librdkafka's cmake build finds sasl2 through pkg-config, so the
+            // folder holding its .pc file joins the search path.
             let pkgconfig_path = format!("{}/../sasl2", sasl2_root);
             let existing = env::var("PKG_CONFIG_PATH").unwrap_or_default();
             let new_pkg_config_path = format!("{}:{}", pkgconfig_path, existing);
