@@ -31,6 +31,43 @@ async fn send(
     request.send().await.expect("answer")
 }
 
+/// Asks for a code to be texted to `number`.
+async fn ask_code(app: &TestApp, bearer: &str, number: &str) -> reqwest::Response {
+    let body = json!({ "phone": number });
+    send(
+        app,
+        reqwest::Method::POST,
+        "/v1/me/phone",
+        bearer,
+        Some(body),
+    )
+    .await
+}
+
+/// Types back a texted code.
+async fn type_code(app: &TestApp, bearer: &str, code: &str) -> reqwest::Response {
+    let body = json!({ "code": code });
+    send(
+        app,
+        reqwest::Method::POST,
+        "/v1/me/phone/confirmation",
+        bearer,
+        Some(body),
+    )
+    .await
+}
+
+async fn put_preferences(app: &TestApp, bearer: &str, body: Value) -> reqwest::Response {
+    send(
+        app,
+        reqwest::Method::PUT,
+        "/v1/me/preferences",
+        bearer,
+        Some(body),
+    )
+    .await
+}
+
 async fn subscribe(app: &TestApp, bearer: &str, body: Value) -> reqwest::Response {
     send(
         app,
@@ -106,24 +143,10 @@ async fn code_sent_to(app: &TestApp, number: &str, count: usize) -> String {
 }
 
 async fn confirm_phone(app: &TestApp, bearer: &str, number: &str) {
-    let asked = send(
-        app,
-        reqwest::Method::POST,
-        "/v1/me/phone",
-        bearer,
-        Some(json!({"phone": number})),
-    )
-    .await;
+    let asked = ask_code(app, bearer, number).await;
     assert_eq!(asked.status().as_u16(), 202);
     let code = code_sent_to(app, number, 1).await;
-    let confirmed = send(
-        app,
-        reqwest::Method::POST,
-        "/v1/me/phone/confirmation",
-        bearer,
-        Some(json!({"code": code})),
-    )
-    .await;
+    let confirmed = type_code(app, bearer, &code).await;
     assert_eq!(confirmed.status().as_u16(), 200);
 }
 
@@ -147,14 +170,7 @@ async fn a_new_showtime_matching_a_subscription_reaches_the_inbox_the_mailbox_an
     let number = phone();
     confirm_phone(&app, &bearer, &number).await;
     let preferences = json!({"email": true, "sms": true, "in_app": true});
-    let set = send(
-        &app,
-        reqwest::Method::PUT,
-        "/v1/me/preferences",
-        &bearer,
-        Some(preferences),
-    )
-    .await;
+    let set = put_preferences(&app, &bearer, preferences).await;
     assert_eq!(set.status().as_u16(), 200);
     let read: Value = get(&app, "/v1/me/preferences", &bearer)
         .await
@@ -387,23 +403,14 @@ async fn filters_that_could_never_match_are_refused_with_a_422_naming_why() {
     )
     .await;
     assert_problem(bad_shape, 422).await;
-    let no_phone = send(
+    let no_phone = put_preferences(
         &app,
-        reqwest::Method::PUT,
-        "/v1/me/preferences",
         &bearer,
-        Some(json!({"email": true, "sms": true, "in_app": true})),
+        json!({"email": true, "sms": true, "in_app": true}),
     )
     .await;
     assert_problem(no_phone, 422).await;
-    let bad_phone = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/me/phone",
-        &bearer,
-        Some(json!({"phone": "0617 555"})),
-    )
-    .await;
+    let bad_phone = ask_code(&app, &bearer, "0617 555").await;
     assert_problem(bad_phone, 422).await;
     let list: Value = get(&app, "/v1/me/subscriptions", &bearer)
         .await
@@ -620,48 +627,20 @@ async fn a_phone_number_gets_texts_only_once_the_code_sent_to_it_is_typed_back()
     let bearer = access(&tokens).to_owned();
     let number = phone();
     let sms_on = json!({"email": true, "sms": true, "in_app": true});
-    let refused = send(
-        &app,
-        reqwest::Method::PUT,
-        "/v1/me/preferences",
-        &bearer,
-        Some(sms_on.clone()),
-    )
-    .await;
+    let refused = put_preferences(&app, &bearer, sms_on.clone()).await;
     assert_problem(refused, 422).await;
 
-    let asked = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/me/phone",
-        &bearer,
-        Some(json!({"phone": number})),
-    )
-    .await;
+    let asked = ask_code(&app, &bearer, &number).await;
     assert_eq!(asked.status().as_u16(), 202);
     let code = code_sent_to(&app, &number, 1).await;
-    let too_soon = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/me/phone",
-        &bearer,
-        Some(json!({"phone": number})),
-    )
-    .await;
+    let too_soon = ask_code(&app, &bearer, &number).await;
     let too_soon = assert_problem(too_soon, 429).await;
     assert!(too_soon["detail"]
         .as_str()
         .expect("detail")
         .contains("wait"));
     let wrong = if code == "000000" { "111111" } else { "000000" };
-    let guess = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/me/phone/confirmation",
-        &bearer,
-        Some(json!({"code": wrong})),
-    )
-    .await;
+    let guess = type_code(&app, &bearer, wrong).await;
     assert_problem(guess, 422).await;
     let unconfirmed: Value = get(&app, "/v1/me/preferences", &bearer)
         .await
@@ -670,46 +649,18 @@ async fn a_phone_number_gets_texts_only_once_the_code_sent_to_it_is_typed_back()
         .expect("json");
     assert!(unconfirmed.get("phone").is_none(), "{unconfirmed}");
 
-    let right = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/me/phone/confirmation",
-        &bearer,
-        Some(json!({"code": code})),
-    )
-    .await;
+    let right = type_code(&app, &bearer, &code).await;
     assert_eq!(right.status().as_u16(), 200);
     let confirmed: Value = right.json().await.expect("json");
     assert_eq!(confirmed["phone"], number);
-    let again = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/me/phone/confirmation",
-        &bearer,
-        Some(json!({"code": code})),
-    )
-    .await;
+    let again = type_code(&app, &bearer, &code).await;
     assert_problem(again, 409).await;
-    let set = send(
-        &app,
-        reqwest::Method::PUT,
-        "/v1/me/preferences",
-        &bearer,
-        Some(sms_on),
-    )
-    .await;
+    let set = put_preferences(&app, &bearer, sms_on).await;
     assert_eq!(set.status().as_u16(), 200);
 
     // A number the carrier cannot text is refused when the code is sent.
     let (_, other) = signed_up(&app, "landline").await;
-    let landline = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/me/phone",
-        access(&other),
-        Some(json!({"phone": "+15005550009"})),
-    )
-    .await;
+    let landline = ask_code(&app, access(&other), "+15005550009").await;
     let problem = assert_problem(landline, 422).await;
     assert_eq!(problem["errors"][0]["field"], "phone");
 }
@@ -720,36 +671,15 @@ async fn a_phone_code_stops_working_after_five_wrong_tries() {
     let (_, tokens) = signed_up(&app, "guesser").await;
     let bearer = access(&tokens).to_owned();
     let number = phone();
-    let asked = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/me/phone",
-        &bearer,
-        Some(json!({"phone": number})),
-    )
-    .await;
+    let asked = ask_code(&app, &bearer, &number).await;
     assert_eq!(asked.status().as_u16(), 202);
     let code = code_sent_to(&app, &number, 1).await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 0..5 {
-        let guess = send(
-            &app,
-            reqwest::Method::POST,
-            "/v1/me/phone/confirmation",
-            &bearer,
-            Some(json!({"code": wrong})),
-        )
-        .await;
+        let guess = type_code(&app, &bearer, wrong).await;
         assert_problem(guess, 422).await;
     }
-    let right_too_late = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/me/phone/confirmation",
-        &bearer,
-        Some(json!({"code": code})),
-    )
-    .await;
+    let right_too_late = type_code(&app, &bearer, &code).await;
     assert_problem(right_too_late, 409).await;
     let read: Value = get(&app, "/v1/me/preferences", &bearer)
         .await
