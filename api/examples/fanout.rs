@@ -9,85 +9,27 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use marquee::settings::Settings;
-use marquee::startup::Application;
 use marquee_sharding::ids;
 use marquee_storage::Storage;
-use secrecy::ExposeSecret;
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
+
+mod bench;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let subscribers: usize = std::env::args().nth(1).map_or(Ok(10_000), |n| n.parse())?;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let schema = format!("bench_fanout_{}", std::process::id());
-    let scratch = std::env::temp_dir().join(&schema);
-    let env: HashMap<String, String> = [
-        ("MARQUEE__DATABASE__SCHEMA", schema.clone()),
-        ("MARQUEE__HTTP__PORT", "0".to_owned()),
-        ("MARQUEE__HTTP__TLS__ENABLED", "false".to_owned()),
-        ("MARQUEE__REDIS__KEY_PREFIX", format!("{schema}:")),
-        ("MARQUEE__LOG__FILTER", "warn".to_owned()),
-        ("MARQUEE__JOBS__RELEASES_DIR", scratch.display().to_string()),
-    ]
-    .into_iter()
-    .map(|(key, value)| (key.to_owned(), value))
-    .collect();
-    let settings = Settings::load(&root, None, env)?;
-    let token = settings.admin.token.expose_secret().to_owned();
-    let storage = Storage::new(
-        std::sync::Arc::new(marquee_sharding::Cluster::new(&settings.database)?),
-        schema.clone(),
-    );
-    storage.migrate().await?;
-    storage.load_placement().await?;
-    let app = Application::build(settings).await?;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let admin = |path: &str, body: Value| {
-        http.post(format!("{base}{path}"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-    let id = |value: Value| -> anyhow::Result<Uuid> {
-        Ok(value["id"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("no id in {value}"))?
-            .parse()?)
-    };
-    let movie = id(admin(
-        "/v1/admin/movies",
-        json!({"title": "Fan-out Feature", "genres": ["drama"], "runtime_minutes": 100, "release_date": "2020-01-01"}),
-    )
-    .await?
-    .json()
-    .await?)?;
-    let theater = id(admin(
-        "/v1/admin/theaters",
-        json!({"name": "Bench Cinema", "country": "US", "region": "MA", "city": "Boston",
-               "street": "1 Main St", "postcode": "02108", "latitude": 42.36, "longitude": -71.06,
-               "timezone": "America/New_York", "opening_hours": []}),
-    )
-    .await?
-    .json()
-    .await?)?;
-    let seats: Vec<Value> = (1..=10)
-        .map(|n| json!({"number": n.to_string(), "column": n, "kind": "standard"}))
-        .collect();
-    let screen = id(admin(
-        &format!("/v1/admin/theaters/{theater}/screens"),
-        json!({"name": "One", "layout": {"rows": [{"label": "A", "seats": seats}]}}),
-    )
-    .await?
-    .json()
-    .await?)?;
+    let bench = bench::Bench::start("fanout", &[]).await?;
+    let storage = bench.state.storage.clone();
+    let movie = bench
+        .create(
+            "/v1/admin/movies",
+            json!({"title": "Fan-out Feature", "genres": ["drama"], "runtime_minutes": 100, "release_date": "2020-01-01"}),
+        )
+        .await?;
+    let venue = bench.venue(1, 10).await?;
 
     let loading = Instant::now();
     load_subscribers(&storage, subscribers, movie).await?;
@@ -99,20 +41,8 @@ async fn main() -> anyhow::Result<()> {
     // showtime must come after that.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let starts = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
-    let showtime = admin(
-        "/v1/admin/showtimes",
-        json!({"movie_id": movie, "theater_id": theater, "screen_id": screen, "starts_at": starts,
-               "format": "2d", "language": "en", "currency": "USD",
-               "prices": [{"kind": "standard", "amount_minor": 1200}]}),
-    )
-    .await?;
+    bench.schedule(movie, venue).await?;
     let scheduled = Instant::now();
-    anyhow::ensure!(
-        showtime.status().as_u16() == 201,
-        "showtime refused: {}",
-        showtime.text().await?
-    );
 
     let mut alerts_done = None;
     let mut last_report = Instant::now();
@@ -156,17 +86,7 @@ async fn main() -> anyhow::Result<()> {
             "delay_s": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)},
         })
     )?;
-    server.abort();
-    for server in std::iter::once(storage.cluster().catalog())
-        .chain(storage.cluster().shards().iter().map(|s| &s.primary))
-    {
-        server
-            .get()
-            .await?
-            .batch_execute(&format!("drop schema {schema} cascade"))
-            .await?;
-    }
-    let _ = std::fs::remove_dir_all(scratch);
+    bench.finish().await?;
     Ok(())
 }
 

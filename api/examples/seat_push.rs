@@ -8,18 +8,14 @@
 //! `cargo run --release -p marquee --example seat_push -- 200 60`
 //! (watchers, holds; at most 200 holds, one seat each). Progress goes to stderr; one JSON line to stdout.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use marquee::settings::Settings;
-use marquee::startup::Application;
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use uuid::Uuid;
+
+mod bench;
 
 /// When a watcher received each event, and the seats it listed as taken.
 type Log = Arc<Mutex<Vec<(Instant, Vec<String>)>>>;
@@ -29,91 +25,23 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let watchers: usize = args.next().map_or(Ok(200), |n| n.parse())?;
     let holds: usize = args.next().map_or(Ok(60), |n| n.parse::<usize>())?.min(200);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let schema = format!("bench_seats_{}", std::process::id());
-    let scratch = std::env::temp_dir().join(&schema);
-    let env: HashMap<String, String> = [
-        ("MARQUEE__DATABASE__SCHEMA", schema.clone()),
-        ("MARQUEE__HTTP__PORT", "0".to_owned()),
-        ("MARQUEE__HTTP__TLS__ENABLED", "false".to_owned()),
-        ("MARQUEE__HTTP__RATE_LIMIT__PER_SECOND", "100000".to_owned()),
-        ("MARQUEE__HTTP__RATE_LIMIT__BURST", "100000".to_owned()),
-        ("MARQUEE__REDIS__KEY_PREFIX", format!("{schema}:")),
-        ("MARQUEE__LOG__FILTER", "warn".to_owned()),
-        ("MARQUEE__JOBS__RELEASES_DIR", scratch.display().to_string()),
-    ]
-    .into_iter()
-    .map(|(key, value)| (key.to_owned(), value))
-    .collect();
-    let settings = Settings::load(&root, None, env)?;
-    let token = settings.admin.token.expose_secret().to_owned();
-    let storage = marquee_storage::Storage::new(
-        Arc::new(marquee_sharding::Cluster::new(&settings.database)?),
-        schema.clone(),
-    );
-    storage.migrate().await?;
-    storage.load_placement().await?;
-    let app = Application::build(settings).await?;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let metrics = app.state().metrics.clone();
-    let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let admin = |path: &str, body: Value| {
-        http.post(format!("{base}{path}"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-    let id = |value: Value| -> anyhow::Result<Uuid> {
-        Ok(value["id"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("no id in {value}"))?
-            .parse()?)
-    };
-    let movie = id(admin(
-        "/v1/admin/movies",
-        json!({"title": "Seat Push", "genres": ["drama"], "runtime_minutes": 100, "release_date": "2020-01-01"}),
+    let bench = bench::Bench::start(
+        "seats",
+        &[
+            ("MARQUEE__HTTP__RATE_LIMIT__PER_SECOND", "100000"),
+            ("MARQUEE__HTTP__RATE_LIMIT__BURST", "100000"),
+        ],
     )
-    .await?
-    .json()
-    .await?)?;
-    let theater = id(admin(
-        "/v1/admin/theaters",
-        json!({"name": "Bench Cinema", "country": "US", "region": "MA", "city": "Boston",
-               "street": "1 Main St", "postcode": "02108", "latitude": 42.36, "longitude": -71.06,
-               "timezone": "America/New_York", "opening_hours": []}),
-    )
-    .await?
-    .json()
-    .await?)?;
-    let row = |label: &str| {
-        let seats: Vec<Value> = (1..=20)
-            .map(|n| json!({"number": n.to_string(), "column": n, "kind": "standard"}))
-            .collect();
-        json!({"label": label, "seats": seats})
-    };
-    let rows: Vec<Value> = ["A", "B", "C", "D", "E", "F", "G", "H", "J", "K"]
-        .iter()
-        .map(|label| row(label))
-        .collect();
-    let screen = id(admin(
-        &format!("/v1/admin/theaters/{theater}/screens"),
-        json!({"name": "One", "layout": {"rows": rows}}),
-    )
-    .await?
-    .json()
-    .await?)?;
-    let starts = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
-    let showtime = id(admin(
-        "/v1/admin/showtimes",
-        json!({"movie_id": movie, "theater_id": theater, "screen_id": screen, "starts_at": starts,
-               "format": "2d", "language": "en", "currency": "USD",
-               "prices": [{"kind": "standard", "amount_minor": 1200}]}),
-    )
-    .await?
-    .json()
-    .await?)?;
+    .await?;
+    let (base, http) = (&bench.base, &bench.http);
+    let movie = bench
+        .create(
+            "/v1/admin/movies",
+            json!({"title": "Seat Push", "genres": ["drama"], "runtime_minutes": 100, "release_date": "2020-01-01"}),
+        )
+        .await?;
+    let venue = bench.venue(10, 20).await?;
+    let showtime = bench.schedule(movie, venue).await?;
 
     let logs: Vec<Log> = (0..watchers).map(|_| Log::default()).collect();
     for log in &logs {
@@ -152,9 +80,8 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let mut answered = Vec::new();
-    let letters = ["A", "B", "C", "D", "E", "F", "G", "H", "J", "K"];
     for n in 0..holds {
-        let seat = format!("{}-{}", letters[n / 20], n % 20 + 1);
+        let seat = format!("{}-{}", bench::ROWS[n / 20], n % 20 + 1);
         let sent = Instant::now();
         let held = http
             .post(format!("{base}/v1/showtimes/{showtime}/holds"))
@@ -212,20 +139,10 @@ async fn main() -> anyhow::Result<()> {
             "missed": missed,
             "delay_ms": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)},
             "slowest_holds_ms": slowest_holds(&slowest),
-            "index_delay_s": index_delay(&metrics.index_delay),
+            "index_delay_s": index_delay(&bench.state.metrics.index_delay),
         })
     )?;
-    server.abort();
-    for server in std::iter::once(storage.cluster().catalog())
-        .chain(storage.cluster().shards().iter().map(|s| &s.primary))
-    {
-        server
-            .get()
-            .await?
-            .batch_execute(&format!("drop schema {schema} cascade"))
-            .await?;
-    }
-    let _ = std::fs::remove_dir_all(scratch);
+    bench.finish().await?;
     Ok(())
 }
 
