@@ -79,7 +79,7 @@ impl BookingsIndex {
             return Ok(());
         };
         // A guest's booking has no index.
-        let Some(user) = user_of_customer(&order.customer) else {
+        let Some(Ok(user)) = user_of_customer(&order.customer) else {
             return Ok(());
         };
         let Some(showtime) = self.storage.showtime(order.showtime_id).await? else {

@@ -24,6 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 use marquee_notify::Mailer;
 use marquee_sharding::NodeId;
 use marquee_sms::{SmsMessage, SmsProvider};
+use marquee_storage::accounts::user_of_customer;
 use marquee_storage::inbox::{notice_id, NewNotice};
 use marquee_storage::receipts::Claim;
 use marquee_storage::Storage;
@@ -608,11 +609,10 @@ impl Notifier {
     /// account's current address and its inbox; nowhere for an erased
     /// account.
     async fn recipient(&self, customer: &str) -> Result<(Option<String>, Option<Uuid>), Error> {
-        let Some(user) = customer.strip_prefix("user:") else {
-            return Ok((Some(customer.to_owned()), None));
-        };
-        let Ok(user) = user.parse::<Uuid>() else {
-            return Err(Error::Malformed(format!("customer {customer:?}")));
+        let user = match user_of_customer(customer) {
+            None => return Ok((Some(customer.to_owned()), None)),
+            Some(Ok(user)) => user,
+            Some(Err(_)) => return Err(Error::Malformed(format!("customer {customer:?}"))),
         };
         let email = self
             .storage

@@ -164,9 +164,10 @@ pub fn customer_of(user: Uuid) -> String {
     format!("user:{user}")
 }
 
-/// The user a hold or order is made out to, unless a guest made it.
-pub fn user_of_customer(customer: &str) -> Option<Uuid> {
-    customer.strip_prefix("user:")?.parse().ok()
+/// The user a hold or order is made out to: `None` when a guest made it,
+/// an error when it names a user by a malformed id.
+pub fn user_of_customer(customer: &str) -> Option<Result<Uuid, uuid::Error>> {
+    customer.strip_prefix("user:").map(str::parse)
 }
 
 /// Which of a user's bookings to list. The index's copy of an order's
