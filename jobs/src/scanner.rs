@@ -155,11 +155,10 @@ impl Scanner {
         if news.is_empty() {
             return Ok(Vec::new());
         }
-        let seqs: HashMap<Uuid, i64> = news.iter().copied().collect();
         let mut movies: HashMap<Uuid, Option<Movie>> = HashMap::new();
         let mut theaters: HashMap<Uuid, Option<Theater>> = HashMap::new();
         let mut found = Vec::new();
-        for (id, _) in news {
+        for (id, seq) in news {
             let Some(showtime) = self.storage.showtime(*id).await? else {
                 continue;
             };
@@ -169,7 +168,7 @@ impl Scanner {
             if let Entry::Vacant(entry) = theaters.entry(showtime.theater_id) {
                 entry.insert(self.storage.theater(showtime.theater_id).await?);
             }
-            found.push(showtime);
+            found.push((showtime, *seq));
         }
         let movie_ids: Vec<Uuid> = movies.keys().copied().collect();
         let theater_ids: Vec<Uuid> = theaters.keys().copied().collect();
@@ -179,7 +178,7 @@ impl Scanner {
                 .storage
                 .showtime_subscriptions(shard, &movie_ids, &theater_ids)
                 .await?;
-            for showtime in &found {
+            for (showtime, seq) in &found {
                 let (Some(Some(movie)), Some(Some(theater))) = (
                     movies.get(&showtime.movie_id),
                     theaters.get(&showtime.theater_id),
@@ -197,11 +196,11 @@ impl Scanner {
                     longitude: theater.info.longitude,
                     format: &showtime.schedule.format,
                 };
+                let day = local_day(showtime.schedule.starts_at, &theater.info.timezone);
                 for subscription in subscriptions
                     .iter()
                     .filter(|subscription| matches_showtime(&subscription.filter, &facts))
                 {
-                    let day = local_day(showtime.schedule.starts_at, &theater.info.timezone);
                     let group = groups
                         .entry((subscription.user_id, movie.id, day))
                         .or_insert_with(|| Group {
@@ -217,8 +216,7 @@ impl Scanner {
                         .iter()
                         .all(|(listed, _)| listed.id != showtime.id)
                     {
-                        let seq = seqs.get(&showtime.id).copied().unwrap_or(i64::MAX);
-                        group.first_seq = group.first_seq.min(seq);
+                        group.first_seq = group.first_seq.min(*seq);
                         group.showtimes.push((showtime.clone(), theater.clone()));
                     }
                 }
