@@ -576,11 +576,7 @@ fn now() -> i64 {
 /// holds addresses.
 fn email_key(email: &str) -> String {
     let hash = digest::digest(&digest::SHA256, email.as_bytes());
-    hash.as_ref()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::hex(&hash.as_ref()[..16])
 }
 
 fn refresh_cookie(state: &AppState, token: &str, max_age: u64) -> String {

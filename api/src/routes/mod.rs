@@ -153,6 +153,11 @@ where
 /// A query that parses but cannot be answered as asked, such as a range
 /// whose end comes before its start: a 422 naming the parameter, like a
 /// body that fails validation.
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) fn invalid_parameter(name: &str, message: impl Into<String>) -> ApiError {
     let message = message.into();
     ApiError::unprocessable(

@@ -335,8 +335,7 @@ impl MovieDetails {
 
 /// An opaque listing position: the hex of the sort key, a dot, the id.
 fn encode_cursor(key: &str, id: Uuid) -> String {
-    let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}.{id}")
+    format!("{}.{id}", super::hex(key.as_bytes()))
 }
 
 fn decode_cursor(cursor: &str) -> Option<(String, Uuid)> {

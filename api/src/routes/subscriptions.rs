@@ -558,7 +558,7 @@ impl SubscriptionsApi {
             body: format!(
                 "Marquee code: {code}. It confirms this number for your account and lapses in 10 minutes."
             ),
-            idempotency_key: format!("phone:{user}:{}", hex(&hash)),
+            idempotency_key: format!("phone:{user}:{}", super::hex(&hash)),
         };
         match state.sms.send(&message).await {
             Ok(_) => Ok(CodeSentResponse::Accepted(Json(CodeSent {
@@ -601,8 +601,4 @@ impl SubscriptionsApi {
             )),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
