@@ -372,27 +372,40 @@ impl Storage {
         code_hash: &[u8],
         cooldown_seconds: f64,
     ) -> Result<Option<i64>, Error> {
-        let waiting = self
-            .read_key(
-                ids::route_hash(user),
-                "account",
-                "select ceil(extract(epoch from phone_code_sent_at \
-                     + make_interval(secs => $2) - now()))::bigint \
-                 from users where id = $1 and phone_code_sent_at > now() - make_interval(secs => $2)",
-                &[&user, &cooldown_seconds],
-            )
-            .await?;
-        if let Some(row) = waiting.first() {
-            return Ok(Some(row.get::<_, i64>(0).max(1)));
+        // The cooldown is checked in the update itself, so two requests at
+        // once cannot both send a code. A cooldown that ends between the
+        // update and the read of its remainder is tried again.
+        for _ in 0..2 {
+            let started = self
+                .write_key(
+                    user_key(&user),
+                    "update users set phone_pending = $2, phone_code_hash = $3, \
+                     phone_code_sent_at = now(), phone_code_attempts = 0 \
+                     where id = $1 and deleted_at is null \
+                     and (phone_code_sent_at is null \
+                          or phone_code_sent_at <= now() - make_interval(secs => $4)) \
+                     returning 1",
+                    &[&user, &phone, &code_hash, &cooldown_seconds],
+                )
+                .await?;
+            if !started.is_empty() {
+                return Ok(None);
+            }
+            let waiting = self
+                .read_key(
+                    ids::route_hash(user),
+                    "account",
+                    "select ceil(extract(epoch from phone_code_sent_at \
+                         + make_interval(secs => $2) - now()))::bigint \
+                     from users where id = $1 \
+                     and phone_code_sent_at > now() - make_interval(secs => $2)",
+                    &[&user, &cooldown_seconds],
+                )
+                .await?;
+            if let Some(row) = waiting.first() {
+                return Ok(Some(row.get::<_, i64>(0).max(1)));
+            }
         }
-        self.write_key(
-            user_key(&user),
-            "update users set phone_pending = $2, phone_code_hash = $3, \
-             phone_code_sent_at = now(), phone_code_attempts = 0 \
-             where id = $1 and deleted_at is null returning 1",
-            &[&user, &phone, &code_hash],
-        )
-        .await?;
         Ok(None)
     }
 
