@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use marquee::settings::Settings;
 use marquee::startup::Application;
@@ -11,8 +12,6 @@ use marquee::state::AppState;
 use marquee_sharding::{Cluster, Endpoint};
 use marquee_storage::Storage;
 use secrecy::ExposeSecret;
-use std::time::Duration;
-
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
