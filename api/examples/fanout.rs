@@ -67,14 +67,7 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let mut delays = notice_delays(&storage).await?;
-    delays.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        delays
-            .get(((delays.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let delays = notice_delays(&storage).await?;
     writeln!(
         std::io::stdout(),
         "{}",
@@ -83,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
             "alerts_raised_s": alerts_done.map(|d| d.as_secs_f64()),
             "all_notices_s": delivered.as_secs_f64(),
             "notices_per_s": subscribers as f64 / delivered.as_secs_f64(),
-            "delay_s": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)},
+            "delay_s": bench::percentiles(delays),
         })
     )?;
     bench.finish().await?;

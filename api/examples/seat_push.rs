@@ -122,13 +122,6 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    delays.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        delays
-            .get(((delays.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
     writeln!(
         std::io::stdout(),
         "{}",
@@ -137,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
             "holds": holds,
             "deliveries": delays.len(),
             "missed": missed,
-            "delay_ms": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)},
+            "delay_ms": bench::percentiles(delays),
             "slowest_holds_ms": slowest_holds(&slowest),
             "index_delay_s": index_delay(&bench.state.metrics.index_delay),
         })

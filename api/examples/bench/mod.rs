@@ -16,6 +16,18 @@ use uuid::Uuid;
 /// Row labels, as a cinema letters them (no I).
 pub const ROWS: [&str; 10] = ["A", "B", "C", "D", "E", "F", "G", "H", "J", "K"];
 
+/// The median, 90th and 99th percentiles and the largest of `values`.
+pub fn percentiles(mut values: Vec<f64>) -> Value {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        values
+            .get(((values.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    json!({"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)})
+}
+
 pub struct Bench {
     pub base: String,
     pub http: reqwest::Client,

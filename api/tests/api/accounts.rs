@@ -210,6 +210,15 @@ pub fn access(tokens: &Value) -> &str {
     tokens["access_token"].as_str().expect("access token")
 }
 
+/// The signed-in user's id, from a sign-in's tokens.
+pub fn user_id(tokens: &Value) -> Uuid {
+    tokens["user_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid")
+}
+
 /// Makes `email`'s account `role` through the operator token.
 async fn promote(app: &TestApp, tokens: &Value, role: &str) {
     let response = app
@@ -321,13 +330,7 @@ async fn a_new_account_confirms_its_address_by_mail_and_then_signs_in() {
     let stored: String = app
         .state
         .storage
-        .account(
-            tokens["user_id"]
-                .as_str()
-                .expect("id")
-                .parse()
-                .expect("uuid"),
-        )
+        .account(user_id(&tokens))
         .await
         .expect("read")
         .expect("account")
@@ -760,11 +763,7 @@ async fn deleting_an_account_erases_its_personal_data_and_keeps_its_orders_anony
     let app = accounts_app().await;
     let (email, tokens) = signed_up(&app, "erase").await;
     let bearer = access(&tokens).to_owned();
-    let user: Uuid = tokens["user_id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("uuid");
+    let user = user_id(&tokens);
     let (showtime, _) = show(&app, 4, 8).await;
     let held = hold_as(&app, &bearer, showtime, json!(["A-1", "A-2"])).await;
     assert_eq!(held.status().as_u16(), 201);
@@ -1248,11 +1247,7 @@ async fn a_bad_or_expired_access_token_is_refused_before_any_handler() {
         .gatekeeper
         .signer
         .sign(&marquee_auth::access::Claims {
-            user: tokens["user_id"]
-                .as_str()
-                .expect("id")
-                .parse()
-                .expect("uuid"),
+            user: user_id(&tokens),
             session: Uuid::new_v4(),
             role: marquee_auth::access::Role::Admin,
             mfa: true,
@@ -1582,11 +1577,7 @@ async fn my_bookings_are_listed_by_status_and_date_from_what_the_stream_told_the
     let app = accounts_app().await;
     let (_, tokens) = signed_up(&app, "lister").await;
     let me = access(&tokens).to_owned();
-    let user: Uuid = tokens["user_id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("uuid");
+    let user = user_id(&tokens);
     let (showtime, _) = show(&app, 4, 8).await;
     let mut orders = Vec::new();
     for seat in ["B-1", "B-3"] {

@@ -215,11 +215,7 @@ async fn holds_payments_refunds_and_account_changes_write_their_events_with_the_
     assert_eq!(cancelled.status().as_u16(), 200);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     app.state.storage.expire_holds().await.expect("sweep");
-    let user: Uuid = tokens["user_id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("uuid");
+    let user = crate::accounts::user_id(&tokens);
     app.state
         .storage
         .set_name(user, "Grace Hopper")
