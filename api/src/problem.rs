@@ -142,6 +142,25 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The problem this error answers with, for answers that are not JSON,
+    /// such as the pages account mail links to.
+    pub fn problem(&self) -> &Problem {
+        match self {
+            Self::BadRequest(body)
+            | Self::Unauthorized(body, _)
+            | Self::PaymentRequired(body)
+            | Self::Forbidden(body)
+            | Self::NotFound(body)
+            | Self::Conflict(body)
+            | Self::PayloadTooLarge(body)
+            | Self::UnsupportedMediaType(body)
+            | Self::Unprocessable(body)
+            | Self::TooManyRequests(body, _)
+            | Self::Internal(body)
+            | Self::Unavailable(body, _) => &body.0,
+        }
+    }
+
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::BadRequest(Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail).into_body())
     }
@@ -212,6 +231,10 @@ impl From<marquee_storage::Error> for ApiError {
             E::StaleMap { .. } => {
                 tracing::warn!(error = %err, "request refused under a stale shard map");
                 Self::unavailable("this data is moving between nodes; retry shortly")
+            }
+            E::Contended { .. } => {
+                tracing::warn!(error = %err, "change given up under contention");
+                Self::unavailable("this data is busy with other changes; retry shortly")
             }
             E::MovieNotFound(_) | E::NotFound { .. } => Self::not_found(err.to_string()),
             E::Conflict(detail) => Self::conflict(detail),

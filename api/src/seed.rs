@@ -14,8 +14,8 @@ use crate::startup::StartupError;
 
 /// Movies written per batch; one transaction per shard per batch.
 const BATCH: usize = 500;
-/// Showtimes written per batch.
-const SHOWTIME_BATCH: usize = 5_000;
+/// Showtime batches written at once.
+const CONCURRENT_BATCHES: usize = 2;
 
 /// How large a catalogue to build. The defaults make a lively demo; load
 /// tests raise them (300 cities × 4 theaters × 12 screens × 14 days is
@@ -38,6 +38,9 @@ pub struct Scale {
     /// Movies in the showtime rotation, most popular first.
     #[arg(long, default_value_t = 150)]
     pub now_playing: usize,
+    /// Showtimes written per batch; two batches are written at once.
+    #[arg(long, default_value_t = 5_000)]
+    pub showtime_batch: usize,
 }
 
 /// What a seed wrote.
@@ -131,7 +134,7 @@ pub async fn run(
                 &playing,
                 turnaround,
             ));
-            if pending.len() >= SHOWTIME_BATCH {
+            if pending.len() >= scale.showtime_batch.max(1) {
                 batches.push(std::mem::take(&mut pending));
             }
         }
@@ -141,7 +144,7 @@ pub async fn run(
     let screen_days_per_showtime =
         (screens.len() * days.len()) as f64 / per_batch.iter().sum::<usize>().max(1) as f64;
     stream::iter(batches.into_iter().map(Ok::<_, StartupError>))
-        .try_for_each_concurrent(2, |batch| {
+        .try_for_each_concurrent(CONCURRENT_BATCHES, |batch| {
             let progress = progress.clone();
             async move {
                 storage.seed_showtimes(&batch).await?;

@@ -8,17 +8,19 @@
 //! behind by a crash between the two is recognised the next time it
 //! blocks a request, since its showtime does not exist, and is cleared.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use futures::future::try_join_all;
 use marquee_sharding::{ids, Server, ShardNode};
+use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 use crate::demo_places::SeedShowtime;
 use crate::key_data;
 use crate::layout::SeatLayout;
 use crate::movies::{self, Movie};
+use crate::retry;
 use crate::showtimes::{self, NewShowtime, Schedule, Showtime};
 use crate::store::{rejected, KeyLock};
 use crate::theaters::{self, Screen, Theater, TheaterInfo};
@@ -942,6 +944,12 @@ impl Storage {
     /// batch. Rows that exist are left alone, so seeding twice is safe.
     /// Bulk loads bypass the change stream; instances index them when they
     /// start.
+    ///
+    /// Batches run side by side and share seat layouts, so each writes its
+    /// layouts in one statement in id order: two batches then wait for each
+    /// other's layouts in the same order and cannot deadlock. Each
+    /// per-node write is one transaction, run again if the database still
+    /// gives it up under contention.
     pub async fn seed_showtimes(&self, batch: &[SeedShowtime]) -> Result<(), Error> {
         let mut slots: Vec<(&Server, Vec<&SeedShowtime>)> = Vec::new();
         let mut shows: Vec<(&Server, Vec<&SeedShowtime>)> = Vec::new();
@@ -961,33 +969,33 @@ impl Storage {
             let ids: Vec<Uuid> = group.iter().map(|s| s.id).collect();
             let starts: Vec<DateTime<Utc>> = group.iter().map(|s| s.starts_at).collect();
             let ends: Vec<DateTime<Utc>> = group.iter().map(|s| s.ends_at).collect();
-            server
-                .get()
-                .await?
-                .execute(
-                    "insert into screen_slots (screen_id, showtime_id, starts_at, ends_at) \
-                     select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[]) \
-                     on conflict do nothing",
-                    &[&screens, &ids, &starts, &ends],
-                )
-                .await
-                .map_err(|err| rejected(server, err))
+            retry::on_contention(|| async {
+                server
+                    .get()
+                    .await?
+                    .execute(
+                        "insert into screen_slots (screen_id, showtime_id, starts_at, ends_at) \
+                         select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], \
+                             $4::timestamptz[]) \
+                         order by 1, 2 \
+                         on conflict do nothing",
+                        &[&screens, &ids, &starts, &ends],
+                    )
+                    .await
+                    .map_err(|err| rejected(server, err))
+            })
+            .await
         }))
         .await?;
         try_join_all(shows.into_iter().map(|(server, group)| async move {
-            let mut client = server.get().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(|err| rejected(server, err))?;
-            let mut layouts = BTreeSet::new();
-            for show in &group {
-                if layouts.insert(show.layout.layout_id()) {
-                    showtimes::put_layout(&transaction, &show.layout)
-                        .await
-                        .map_err(|err| rejected(server, err))?;
-                }
-            }
+            let layouts: BTreeMap<String, &SeatLayout> = group
+                .iter()
+                .map(|show| (show.layout.layout_id(), &show.layout))
+                .collect();
+            let (layout_keys, layout_values): (Vec<&String>, Vec<Json<&SeatLayout>>) = layouts
+                .iter()
+                .map(|(id, layout)| (id, Json(*layout)))
+                .unzip();
             let column =
                 |f: &dyn Fn(&SeedShowtime) -> Uuid| group.iter().map(|s| f(s)).collect::<Vec<_>>();
             let (ids, movies, theaters, screens) = (
@@ -1001,46 +1009,62 @@ impl Storage {
             let ends: Vec<DateTime<Utc>> = group.iter().map(|s| s.ends_at).collect();
             let formats: Vec<&str> = group.iter().map(|s| s.format.as_str()).collect();
             let languages: Vec<&str> = group.iter().map(|s| s.language.as_str()).collect();
-            let prices: Vec<tokio_postgres::types::Json<&crate::layout::Prices>> = group
-                .iter()
-                .map(|s| tokio_postgres::types::Json(&s.prices))
-                .collect();
+            let prices: Vec<Json<&crate::layout::Prices>> =
+                group.iter().map(|s| Json(&s.prices)).collect();
             let capacities: Vec<i32> = group
                 .iter()
                 .map(|s| i32::try_from(s.layout.capacity()).unwrap_or(i32::MAX))
                 .collect();
-            transaction
-                .execute(
-                    "insert into showtimes (id, movie_id, theater_id, screen_id, layout_id, \
-                         starts_at, ends_at, format, language, currency, prices, capacity) \
-                     select id, movie, theater, screen, layout, starts, ends, format, language, \
-                         'USD', prices, capacity \
-                     from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], \
-                         $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], \
-                         $10::jsonb[], $11::int4[]) \
-                         as t(id, movie, theater, screen, layout, starts, ends, format, language, \
-                             prices, capacity) \
-                     on conflict (id) do nothing",
-                    &[
-                        &ids,
-                        &movies,
-                        &theaters,
-                        &screens,
-                        &layout_ids,
-                        &starts,
-                        &ends,
-                        &formats,
-                        &languages,
-                        &prices,
-                        &capacities,
-                    ],
-                )
-                .await
-                .map_err(|err| rejected(server, err))?;
-            transaction
-                .commit()
-                .await
-                .map_err(|err| rejected(server, err))
+            retry::on_contention(|| async {
+                let mut client = server.get().await?;
+                let transaction = client
+                    .transaction()
+                    .await
+                    .map_err(|err| rejected(server, err))?;
+                transaction
+                    .execute(
+                        "insert into seat_layouts (id, layout) \
+                         select * from unnest($1::text[], $2::jsonb[]) order by 1 \
+                         on conflict (id) do nothing",
+                        &[&layout_keys, &layout_values],
+                    )
+                    .await
+                    .map_err(|err| rejected(server, err))?;
+                transaction
+                    .execute(
+                        "insert into showtimes (id, movie_id, theater_id, screen_id, layout_id, \
+                             starts_at, ends_at, format, language, currency, prices, capacity) \
+                         select id, movie, theater, screen, layout, starts, ends, format, \
+                             language, 'USD', prices, capacity \
+                         from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], \
+                             $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], \
+                             $10::jsonb[], $11::int4[]) \
+                             as t(id, movie, theater, screen, layout, starts, ends, format, \
+                                 language, prices, capacity) \
+                         order by id \
+                         on conflict (id) do nothing",
+                        &[
+                            &ids,
+                            &movies,
+                            &theaters,
+                            &screens,
+                            &layout_ids,
+                            &starts,
+                            &ends,
+                            &formats,
+                            &languages,
+                            &prices,
+                            &capacities,
+                        ],
+                    )
+                    .await
+                    .map_err(|err| rejected(server, err))?;
+                transaction
+                    .commit()
+                    .await
+                    .map_err(|err| rejected(server, err))
+            })
+            .await
         }))
         .await?;
         Ok(())

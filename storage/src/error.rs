@@ -5,6 +5,11 @@ pub enum Error {
     Shard(#[from] marquee_sharding::Error),
     #[error("{component} refused the change: {message}")]
     Rejected { component: String, message: String },
+    /// The database gave the transaction up because of a concurrent one
+    /// (a deadlock or a serialization failure); running it again may
+    /// succeed.
+    #[error("{component} gave the change up under contention: {message}")]
+    Contended { component: String, message: String },
     #[error(
         "migration {version} ({name}) on {component} differs from the one this binary ships; \
          migrations are immutable once applied, add a new one instead"

@@ -24,6 +24,8 @@
 //! - `key_moves`: moving batches of theaters and accounts the same way.
 //! - [`rebalance`]: executing a change to the node registry.
 //! - [`receipts`]: which notifications each outbox event already caused.
+//! - [`retry`]: running a transaction again after a deadlock or a
+//!   serialization failure.
 //! - [`demo`]: the demo catalogue built from the real data in `data/`.
 //! - [`Storage`]: the entry point that routes each query to its shard.
 
@@ -47,6 +49,7 @@ pub mod orders;
 pub mod outbox;
 pub mod rebalance;
 pub mod receipts;
+pub mod retry;
 pub mod seating;
 pub mod showtimes;
 mod store;

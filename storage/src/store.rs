@@ -815,29 +815,35 @@ impl Storage {
                 None => by_node.push((node, vec![movie])),
             }
         }
-        let outcome = try_join_all(by_node.into_iter().map(|(node, movies)| async move {
+        let outcome = try_join_all(by_node.into_iter().map(|(node, mut movies)| async move {
             let server = &self.cluster.shard(&node)?.primary;
-            let mut client = server.get().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(|err| rejected(server, err))?;
-            for movie in &movies {
-                if let Err(moved_to) = movies::upsert_unless_fenced(&transaction, movie)
+            // Rows are written in id order, so two writers of the same
+            // movies wait for each other in one order and cannot deadlock.
+            movies.sort_by_key(|movie| movie.id);
+            crate::retry::on_contention(|| async {
+                let mut client = server.get().await?;
+                let transaction = client
+                    .transaction()
                     .await
-                    .map_err(|err| rejected(server, err))?
-                {
-                    return Err(Error::StaleMap {
-                        component: server.component(),
-                        key: format!("movie {}", movie.id),
-                        moved_to,
-                    });
+                    .map_err(|err| rejected(server, err))?;
+                for movie in &movies {
+                    if let Err(moved_to) = movies::upsert_unless_fenced(&transaction, movie)
+                        .await
+                        .map_err(|err| rejected(server, err))?
+                    {
+                        return Err(Error::StaleMap {
+                            component: server.component(),
+                            key: format!("movie {}", movie.id),
+                            moved_to,
+                        });
+                    }
                 }
-            }
-            transaction
-                .commit()
-                .await
-                .map_err(|err| rejected(server, err))?;
+                transaction
+                    .commit()
+                    .await
+                    .map_err(|err| rejected(server, err))
+            })
+            .await?;
             progress(movies.len());
             Ok::<_, Error>(())
         }))
@@ -875,8 +881,6 @@ async fn all_on(server: &Server) -> Result<Vec<Movie>, Error> {
         .map_err(|err| rejected(server, err))
 }
 
-/// A refusal by the database stays a refusal; a broken connection means the
-/// node is unavailable, which callers retry or report as such.
 /// Bumps the shard map's version inside a catalog transaction that changes
 /// placement, and returns the new version.
 pub(crate) async fn bump_map_version(
@@ -891,7 +895,18 @@ pub(crate) async fn bump_map_version(
     Ok(row.get(0))
 }
 
+/// A refusal by the database stays a refusal, and contention with another
+/// transaction says so; a broken connection means the node is unavailable,
+/// which callers retry or report as such.
 pub(crate) fn rejected(server: &Server, err: tokio_postgres::Error) -> Error {
+    if crate::retry::is_contention(&err) {
+        return Error::Contended {
+            component: server.component(),
+            message: err
+                .as_db_error()
+                .map_or_else(|| err.to_string(), |db| db.message().to_owned()),
+        };
+    }
     match err.as_db_error() {
         Some(db) => Error::Rejected {
             component: server.component(),

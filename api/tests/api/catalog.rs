@@ -654,6 +654,7 @@ async fn seeding_twice_writes_the_same_catalogue_once() {
         screens_per_theater: 2,
         days: 2,
         now_playing: 20,
+        showtime_batch: 5_000,
     };
     let settings = &app.schema.settings;
     let run = || {
