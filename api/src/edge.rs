@@ -235,7 +235,8 @@ async fn serve<E: Endpoint>(inner: &E, edge: &Edge, mut req: Request) -> Respons
             }
         }
     };
-    if response.status().is_client_error() || response.status().is_server_error() {
+    let is_error = response.status().is_client_error() || response.status().is_server_error();
+    if is_error && !(crate::pages::is_page(&path) && is_html(&response)) {
         response = annotate_problem(response, &path, &id).await;
     }
     secure(&mut response, &path, edge.hsts);
@@ -298,9 +299,18 @@ fn waited(decision: Decision) -> Option<u64> {
     }
 }
 
-/// Routes that take credentials: sign-in, registration, resets.
+/// Routes that take credentials: sign-in, registration, resets, and the
+/// pages that spend a mailed link.
 fn credential_route(method: &Method, path: &str) -> bool {
-    method == Method::POST && path.starts_with("/v1/auth/") && path != "/v1/auth/logout"
+    method == Method::POST
+        && ((path.starts_with("/v1/auth/") && path != "/v1/auth/logout")
+            || crate::pages::is_page(path))
+}
+
+fn is_html(response: &Response) -> bool {
+    response
+        .content_type()
+        .is_some_and(|content_type| content_type.starts_with("text/html"))
 }
 
 /// Every change attempted through an admin route is audited here, once,
@@ -398,11 +408,14 @@ async fn annotate_problem(mut response: Response, path: &str, id: &str) -> Respo
 }
 
 /// The API serves JSON only, so its policy forbids everything; the docs page
-/// runs the bundled Swagger UI, which needs inline script and style.
+/// runs the bundled Swagger UI, which needs inline script and style, and
+/// the account pages load their own stylesheet and post their forms.
 fn secure(response: &mut Response, path: &str, hsts: bool) {
     let headers = response.headers_mut();
     let policy = if path == "/docs" || path.starts_with("/docs/") {
         "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+    } else if crate::pages::is_page(path) {
+        crate::pages::CONTENT_SECURITY_POLICY
     } else {
         "default-src 'none'; frame-ancestors 'none'"
     };

@@ -9,6 +9,7 @@
 //! - [`auth`]: who is calling, and the security schemes routes declare.
 //! - [`problem`] and [`body`]: RFC 9457 errors and strict JSON bodies.
 //! - [`health`]: readiness of every dependency.
+//! - [`pages`]: the HTML pages account mail links open.
 //! - [`cache`]: Redis cache-aside that never stands between a request and
 //!   the database.
 //! - [`indexer`] and [`catalog_stream`]: the search index, built from the
@@ -32,6 +33,7 @@ pub mod inbox;
 pub mod indexer;
 pub mod listener;
 pub mod metrics;
+pub mod pages;
 pub mod problem;
 pub mod rendered;
 pub mod routes;

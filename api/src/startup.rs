@@ -33,6 +33,7 @@ use crate::inbox::InboxHub;
 use crate::indexer::Indexer;
 use crate::listener::NoDelay;
 use crate::metrics::Metrics;
+use crate::pages;
 use crate::routes;
 use crate::seat_feed::SeatFeed;
 use crate::settings::{PaymentsSettings, RateLimitSettings, RedisSettings, Settings, SmsSettings};
@@ -370,7 +371,11 @@ impl Application {
         let edge = Arc::new(Edge {
             routes: RouteTable::from_spec(
                 &spec_value,
-                &[("/docs", &["GET"]), ("/openapi.json", &["GET"])],
+                &[
+                    &[("/docs", &["GET"][..]), ("/openapi.json", &["GET"][..])][..],
+                    pages::ROUTES,
+                ]
+                .concat(),
             ),
             limiter: RateLimiter::new(
                 redis,
@@ -388,7 +393,7 @@ impl Application {
             hsts: http.tls.enabled,
             max_body_bytes: http.max_body_bytes,
         });
-        let app = Route::new()
+        let app = pages::mount(Route::new())
             .at(
                 "/openapi.json",
                 poem::endpoint::make_sync(move |_| {

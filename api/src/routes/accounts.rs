@@ -703,6 +703,94 @@ impl AppState {
         }
     }
 
+    /// Spends a confirmation link: a new account's address, or the new
+    /// address of a change. The JSON route and the page the mail links to
+    /// both come here.
+    pub(crate) async fn confirm_address(&self, req: &Request, token: &str) -> Result<(), ApiError> {
+        let (id, hash) = opaque::parse(token).ok_or_else(token_invalid)?;
+        let purposes = [TokenPurpose::VerifyEmail, TokenPurpose::ChangeEmail];
+        // Both changes can be made twice without harm, so they come first
+        // and the link is spent after: a change refused for now (another
+        // account took the address, a rebalance is running) leaves it
+        // usable.
+        let token = self
+            .storage
+            .peek_user_token(id, &hash, &purposes)
+            .await?
+            .ok_or_else(token_invalid)?;
+        match (token.purpose, token.new_email) {
+            (TokenPurpose::ChangeEmail, Some(new_email)) => {
+                self.storage.change_email(token.user_id, &new_email).await?;
+                self.storage
+                    .void_user_tokens(
+                        token.user_id,
+                        &[TokenPurpose::ChangeEmail, TokenPurpose::ResetPassword],
+                    )
+                    .await?;
+                account_event(self, req, None, "account.email_changed", token.user_id);
+            }
+            _ => {
+                self.storage.mark_email_verified(token.user_id).await?;
+                account_event(self, req, None, "account.email_verified", token.user_id);
+            }
+        }
+        self.storage.use_user_token(id, &hash, &purposes).await?;
+        Ok(())
+    }
+
+    /// Sets a new password with a reset link, confirms the address (the
+    /// link proved it) and signs out every session. The JSON route and the
+    /// page the mail links to both come here.
+    pub(crate) async fn reset_password_with(
+        &self,
+        req: &Request,
+        token: &str,
+        new_password: &str,
+    ) -> Result<(), ApiError> {
+        let (id, hash) = opaque::parse(token).ok_or_else(token_invalid)?;
+        let purposes = [TokenPurpose::ResetPassword];
+        // Everything that can refuse the request is checked before the link
+        // is spent, so a refused password leaves it usable.
+        let token = self
+            .storage
+            .peek_user_token(id, &hash, &purposes)
+            .await?
+            .ok_or_else(token_invalid)?;
+        let account = self
+            .storage
+            .account(token.user_id)
+            .await?
+            .filter(Account::is_active)
+            .ok_or_else(token_invalid)?;
+        let hashed = self.hash_new_password(&account, new_password).await?;
+        self.storage
+            .use_user_token(id, &hash, &purposes)
+            .await?
+            .ok_or_else(token_invalid)?;
+        self.storage.set_password_hash(account.id, &hashed).await?;
+        self.storage.mark_email_verified(account.id).await?;
+        self.storage.revoke_sessions(account.id, None).await?;
+        self.storage
+            .void_user_tokens(
+                account.id,
+                &[TokenPurpose::ChangeEmail, TokenPurpose::ResetPassword],
+            )
+            .await?;
+        if let Some(email) = account.email.as_deref() {
+            self.auth
+                .lockout
+                .succeeded(&format!("email:{}", email_key(email)))
+                .await;
+        }
+        self.notify(
+            &account,
+            "Your password was changed",
+            "The password of your Marquee account was reset, and every device was signed out.",
+        );
+        account_event(self, req, None, "account.password_reset", account.id);
+        Ok(())
+    }
+
     /// A live account, for a signed-in user; gone accounts answer 401, so a
     /// client signs in again rather than retrying.
     async fn live_account(&self, user: Uuid) -> Result<Account, ApiError> {
@@ -1006,38 +1094,7 @@ impl AccountsApi {
         req: &Request,
         body: JsonBody<TokenBody>,
     ) -> Result<Done, ApiError> {
-        let (id, hash) = opaque::parse(&body.0.token).ok_or_else(token_invalid)?;
-        let purposes = [TokenPurpose::VerifyEmail, TokenPurpose::ChangeEmail];
-        // Both changes can be made twice without harm, so they come first
-        // and the link is spent after: a change refused for now (another
-        // account took the address, a rebalance is running) leaves it
-        // usable.
-        let token = state
-            .storage
-            .peek_user_token(id, &hash, &purposes)
-            .await?
-            .ok_or_else(token_invalid)?;
-        match (token.purpose, token.new_email) {
-            (TokenPurpose::ChangeEmail, Some(new_email)) => {
-                state
-                    .storage
-                    .change_email(token.user_id, &new_email)
-                    .await?;
-                state
-                    .storage
-                    .void_user_tokens(
-                        token.user_id,
-                        &[TokenPurpose::ChangeEmail, TokenPurpose::ResetPassword],
-                    )
-                    .await?;
-                account_event(&state, req, None, "account.email_changed", token.user_id);
-            }
-            _ => {
-                state.storage.mark_email_verified(token.user_id).await?;
-                account_event(&state, req, None, "account.email_verified", token.user_id);
-            }
-        }
-        state.storage.use_user_token(id, &hash, &purposes).await?;
+        state.confirm_address(req, &body.0.token).await?;
         Ok(Done::NoContent)
     }
 
@@ -1267,52 +1324,9 @@ impl AccountsApi {
         body: JsonBody<ResetBody>,
     ) -> Result<Done, ApiError> {
         let body = body.0;
-        let (id, hash) = opaque::parse(&body.token).ok_or_else(token_invalid)?;
-        let purposes = [TokenPurpose::ResetPassword];
-        // Everything that can refuse the request is checked before the link
-        // is spent, so a refused password leaves it usable.
-        let token = state
-            .storage
-            .peek_user_token(id, &hash, &purposes)
-            .await?
-            .ok_or_else(token_invalid)?;
-        let account = state
-            .storage
-            .account(token.user_id)
-            .await?
-            .filter(Account::is_active)
-            .ok_or_else(token_invalid)?;
-        let hashed = state
-            .hash_new_password(&account, &body.new_password)
-            .await?;
         state
-            .storage
-            .use_user_token(id, &hash, &purposes)
-            .await?
-            .ok_or_else(token_invalid)?;
-        state.storage.set_password_hash(account.id, &hashed).await?;
-        state.storage.mark_email_verified(account.id).await?;
-        state.storage.revoke_sessions(account.id, None).await?;
-        state
-            .storage
-            .void_user_tokens(
-                account.id,
-                &[TokenPurpose::ChangeEmail, TokenPurpose::ResetPassword],
-            )
+            .reset_password_with(req, &body.token, &body.new_password)
             .await?;
-        if let Some(email) = account.email.as_deref() {
-            state
-                .auth
-                .lockout
-                .succeeded(&format!("email:{}", email_key(email)))
-                .await;
-        }
-        state.notify(
-            &account,
-            "Your password was changed",
-            "The password of your Marquee account was reset, and every device was signed out.",
-        );
-        account_event(&state, req, None, "account.password_reset", account.id);
         Ok(Done::NoContent)
     }
 
