@@ -1,9 +1,10 @@
-# Shared settings for the scripts: ports, paths and helpers. Every port can be
+# Shared settings for the scripts: ports, paths and helpers. Every port, and
+# the directory that holds the cluster's data (MARQUEE_VAR), can be
 # overridden from the environment; var/cluster.yaml tells the service which
 # ones are in use.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VAR="$ROOT/var"
+VAR="${MARQUEE_VAR:-$ROOT/var}"
 CACHE="${MARQUEE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/marquee}"
 VENV="$CACHE/venv"
 
@@ -14,6 +15,7 @@ REPLICA_PORT_BASE="${MARQUEE_REPLICA_PORT_BASE:-55443}"
 REDIS_PORT="${MARQUEE_REDIS_PORT:-56379}"
 BROKER_PORT="${MARQUEE_BROKER_PORT:-59092}"
 SMTP_PORT="${MARQUEE_SMTP_PORT:-52525}"
+API_PORT="${MARQUEE_API_PORT:-8443}"
 PG_USER=marquee
 PG_DB=marquee
 

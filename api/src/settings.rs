@@ -3,7 +3,9 @@
 //! Layers, later ones winning:
 //! 1. `config/base.yaml`: defaults shipped with the code.
 //! 2. `var/cluster.yaml`: addresses of the local cluster, written by
-//!    `scripts/cluster up` (absent in production).
+//!    `scripts/cluster up` (absent in production). `MARQUEE_VAR` names
+//!    another directory for it and the next file, as it does for the
+//!    scripts.
 //! 3. `var/secrets.yaml`: secrets generated for the local cluster.
 //! 4. The file named by `--config` or `MARQUEE_CONFIG`.
 //! 5. Environment variables `MARQUEE__SECTION__KEY`, e.g. `MARQUEE__HTTP__PORT=9443`.
@@ -286,15 +288,20 @@ impl Settings {
         file: Option<&Path>,
         env: HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
+        // The local cluster's directory moves with MARQUEE_VAR, as it does
+        // for the scripts that write it.
+        let var = env
+            .get("MARQUEE_VAR")
+            .map_or_else(|| root.join("var"), |dir| root.join(dir));
         let mut builder = Config::builder()
             .add_source(File::from(root.join("config/base.yaml")).format(FileFormat::Yaml))
             .add_source(
-                File::from(root.join("var/cluster.yaml"))
+                File::from(var.join("cluster.yaml"))
                     .format(FileFormat::Yaml)
                     .required(false),
             )
             .add_source(
-                File::from(root.join("var/secrets.yaml"))
+                File::from(var.join("secrets.yaml"))
                     .format(FileFormat::Yaml)
                     .required(false),
             );
