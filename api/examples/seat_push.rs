@@ -30,6 +30,24 @@ async fn main() -> anyhow::Result<()> {
         &[
             ("MARQUEE__HTTP__RATE_LIMIT__PER_SECOND", "100000"),
             ("MARQUEE__HTTP__RATE_LIMIT__BURST", "100000"),
+            // Every hold comes from this one machine.
+            (
+                "MARQUEE__BOOKING__FAIRNESS__MAX_UNPAID_SEATS_PER_DEVICE",
+                "100000",
+            ),
+            (
+                "MARQUEE__BOOKING__FAIRNESS__MAX_UNPAID_SEATS_PER_ADDRESS",
+                "100000",
+            ),
+            (
+                "MARQUEE__BOOKING__FAIRNESS__MAX_LIVE_HOLDS_PER_DEVICE",
+                "100000",
+            ),
+            (
+                "MARQUEE__BOOKING__FAIRNESS__MAX_LIVE_HOLDS_PER_ADDRESS",
+                "100000",
+            ),
+            ("MARQUEE__BOOKING__WAITING_ROOM__AUTO", "false"),
         ],
     )
     .await?;

@@ -9,7 +9,9 @@
 //! - [`Staff`]: support or admin users who passed two-factor sign-in, or
 //!   the operator token;
 //! - [`AdminOnly`]: admin users who passed two-factor sign-in, or the
-//!   operator token.
+//!   operator token;
+//! - [`DoorStaff`]: scanner, support or admin users who passed two-factor
+//!   sign-in, or the operator token: the door routes.
 //!
 //! Routes that take none of them are public; a test walks the spec so that
 //! no route is public by accident.
@@ -176,6 +178,20 @@ fn staff_principal(req: &Request, admin_only: bool) -> poem::Result<Principal> {
     }
 }
 
+async fn check_door(req: &Request, _: Bearer) -> poem::Result<Principal> {
+    match principal(req) {
+        Some(Principal::Operator) => Ok(Principal::Operator),
+        Some(Principal::User(claims)) if !claims.role.admits_tickets() => Err(reject(
+            ApiError::forbidden("this route is for door staff (the scanner role) and other staff"),
+        )),
+        Some(Principal::User(claims)) if !claims.mfa => Err(reject(ApiError::forbidden(
+            "door routes need a session signed in with a two-factor code; enrol at POST /v1/me/totp and sign in again",
+        ))),
+        Some(Principal::User(claims)) => Ok(Principal::User(*claims)),
+        None => Err(missing()),
+    }
+}
+
 async fn check_signed_in(req: &Request, _: Bearer) -> poem::Result<Claims> {
     match principal(req) {
         Some(Principal::User(claims)) => Ok(*claims),
@@ -223,6 +239,17 @@ pub struct Staff(pub Principal);
     checker = "check_admin"
 )]
 pub struct AdminOnly(pub Principal);
+
+/// Door staff (the scanner role), support staff or admins signed in with
+/// two factors, or the operator token.
+#[derive(Debug, SecurityScheme)]
+#[oai(
+    rename = "door",
+    ty = "bearer",
+    bearer_format = "mqa1 access token of a scanner, support or admin user, or the operator token",
+    checker = "check_door"
+)]
+pub struct DoorStaff(pub Principal);
 
 /// Where a request came from, for the audit log and rate limits.
 pub fn client_ip(req: &Request) -> Option<IpAddr> {

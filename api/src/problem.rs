@@ -73,6 +73,18 @@ pub struct Problem {
     /// The state of every dependency (readiness only).
     #[oai(skip_serializing_if_is_none)]
     pub components: Option<Vec<ComponentStatus>>,
+    /// The ticket's first admission (a ticket scanned again only).
+    #[oai(skip_serializing_if_is_none)]
+    pub admission: Option<FirstAdmission>,
+}
+
+/// When and where a ticket went in.
+#[derive(Debug, Clone, PartialEq, Object)]
+pub struct FirstAdmission {
+    pub admitted_at: chrono::DateTime<chrono::Utc>,
+    pub device_id: String,
+    /// Whether an offline scanner admitted it and uploaded it later.
+    pub offline: bool,
 }
 
 impl Problem {
@@ -86,6 +98,7 @@ impl Problem {
             request_id: None,
             errors: None,
             components: None,
+            admission: None,
         }
     }
 
@@ -184,10 +197,30 @@ impl ApiError {
         Self::Conflict(Problem::new(StatusCode::CONFLICT, "conflict", detail).into_body())
     }
 
+    /// A conflict of a kind of its own, for clients that act on the type.
+    pub fn conflict_of(slug: &str, detail: impl Into<String>) -> Self {
+        Self::Conflict(Problem::new(StatusCode::CONFLICT, slug, detail).into_body())
+    }
+
+    /// A ticket scanned again: when and where it first went in.
+    pub fn already_admitted(detail: impl Into<String>, first: FirstAdmission) -> Self {
+        let mut problem = Problem::new(StatusCode::CONFLICT, "ticket-already-admitted", detail);
+        problem.admission = Some(first);
+        Self::Conflict(problem.into_body())
+    }
+
     pub fn unprocessable(detail: impl Into<String>, errors: Vec<FieldError>) -> Self {
         let mut problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail);
         problem.errors = Some(errors);
         Self::Unprocessable(problem.into_body())
+    }
+
+    /// A limit of a kind of its own, for clients that act on the type.
+    pub fn too_many_of(slug: &str, detail: impl Into<String>, retry_after: u64) -> Self {
+        Self::TooManyRequests(
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, slug, detail).into_body(),
+            retry_after.max(1),
+        )
     }
 
     pub fn too_many_requests(detail: impl Into<String>, retry_after: u64) -> Self {
@@ -238,6 +271,20 @@ impl From<marquee_storage::Error> for ApiError {
             }
             E::MovieNotFound(_) | E::NotFound { .. } => Self::not_found(err.to_string()),
             E::Conflict(detail) => Self::conflict(detail),
+            E::WaitingRoom { showtime, had_pass } => Self::conflict_of(
+                "waiting-room",
+                if had_pass {
+                    format!(
+                        "the pass was spent or lapsed; look at your place in line at \
+                         /v1/showtimes/{showtime}/queue for where you stand"
+                    )
+                } else {
+                    format!(
+                        "a waiting room is on for this showtime: join the line at \
+                         POST /v1/showtimes/{showtime}/queue, then hold with the Queue-Pass it gives"
+                    )
+                },
+            ),
             E::Forbidden(detail) => Self::forbidden(detail),
             E::Invalid { detail, fields } => Self::unprocessable(
                 detail,
@@ -283,6 +330,56 @@ impl From<marquee_booking::Error> for ApiError {
                 tracing::error!(error = %err, "booking failure");
                 Self::internal()
             }
+            E::UnpaidSeats {
+                ref limit,
+                allowed,
+                used,
+                retry_after,
+            } => {
+                let who = match limit.as_str() {
+                    "email" => "address (counted without dots and +tags where its provider ignores them)",
+                    "device" => "device",
+                    _ => "network address",
+                };
+                let wait = retry_after.as_secs() + 1;
+                Self::too_many_of(
+                    "unpaid-seat-limit",
+                    format!(
+                        "this {who} already holds {used} unpaid seats of this showtime, and may hold {allowed}; \
+                         pay for them, release some, or retry in {wait} s when the first hold lapses"
+                    ),
+                    wait,
+                )
+            }
+            E::LiveHolds {
+                allowed,
+                retry_after,
+            } => Self::too_many_of(
+                "live-hold-limit",
+                format!(
+                    "this client already has {allowed} holds open across showtimes, the most it may; \
+                     pay for or release one, or retry in {} s when the first lapses",
+                    retry_after.as_secs() + 1
+                ),
+                retry_after.as_secs() + 1,
+            ),
+            E::BadPass => Self::Forbidden(
+                Problem::new(StatusCode::FORBIDDEN, "queue-pass-refused", err.to_string())
+                    .into_body(),
+            ),
+            E::SoldOut(_) => Self::conflict_of("sold-out", err.to_string()),
+            E::TooManyPlaces { .. } => Self::too_many_of("place-limit", err.to_string(), 60),
+            E::BadCode(reason) => Self::unprocessable(
+                err.to_string(),
+                vec![FieldError::new("code", reason.to_string())],
+            ),
+            E::OtherShowtime { .. } => Self::unprocessable(
+                err.to_string(),
+                vec![FieldError::new(
+                    "code",
+                    "a ticket for another showtime; send it to that showtime's door",
+                )],
+            ),
         }
     }
 }

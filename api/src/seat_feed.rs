@@ -8,7 +8,9 @@
 //! states are read once per batch of changes, however many watch it, and
 //! fanned out. A watcher gets the current states when it connects, so a
 //! change lost with a broker restart is made good by the next one or by
-//! reconnecting.
+//! reconnecting. A hold that lapses writes nothing until the sweeper
+//! tidies it, so each watched showtime is also read again the moment its
+//! next hold lapses.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,9 @@ use uuid::Uuid;
 /// Changes a slow watcher may fall behind by; past that it loses the
 /// oldest and goes on from the oldest it still has.
 const BACKLOG: usize = 16;
+/// How long after a hold's lapse its showtime is read again: the database
+/// counts a seat free only once its expiry is past.
+const LAPSE_MARGIN: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Which seats of a showtime are taken, and how many are free.
 #[derive(Debug, Clone, Object)]
@@ -37,6 +42,9 @@ pub struct SeatStates {
 pub struct SeatFeed {
     storage: Storage,
     watched: Mutex<HashMap<Uuid, broadcast::Sender<Arc<SeatStates>>>>,
+    /// When each watched showtime's next hold lapses, for the read that
+    /// shows its seats free at that moment rather than at the next sweep.
+    lapses: Mutex<HashMap<Uuid, DateTime<Utc>>>,
 }
 
 impl std::fmt::Debug for SeatFeed {
@@ -50,24 +58,56 @@ impl SeatFeed {
         Self {
             storage,
             watched: Mutex::new(HashMap::new()),
+            lapses: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The showtime's current states, read from its shard.
+    /// The showtime's current states, read from its shard. A watched
+    /// showtime is read again the moment its next hold lapses.
     pub async fn states(
-        &self,
+        self: &Arc<Self>,
         showtime: Uuid,
     ) -> Result<Option<SeatStates>, marquee_storage::Error> {
-        Ok(self
-            .storage
-            .seat_map(showtime)
-            .await?
-            .map(|(showtime, _, taken)| SeatStates {
-                showtime_id: showtime.id,
-                seats_available: showtime.seats_available,
-                taken,
-                at: Utc::now(),
-            }))
+        let (map, lapse) = futures::try_join!(
+            self.storage.seat_map(showtime),
+            self.storage.next_hold_lapse(showtime),
+        )?;
+        if let Some(lapse) = lapse {
+            self.expect_lapse(showtime, lapse);
+        }
+        Ok(map.map(|(showtime, _, taken)| SeatStates {
+            showtime_id: showtime.id,
+            seats_available: showtime.seats_available,
+            taken,
+            at: Utc::now(),
+        }))
+    }
+
+    /// Reads and publishes the showtime's states just after `at`, unless
+    /// an earlier read is due, which schedules the next one itself.
+    fn expect_lapse(self: &Arc<Self>, showtime: Uuid, at: DateTime<Utc>) {
+        if !self.is_watched(showtime) {
+            return;
+        }
+        {
+            let mut lapses = lock(&self.lapses);
+            if lapses.get(&showtime).is_some_and(|due| *due <= at) {
+                return;
+            }
+            lapses.insert(showtime, at);
+        }
+        let feed = Arc::clone(self);
+        tokio::spawn(async move {
+            let wait = (at - Utc::now()).to_std().unwrap_or_default() + LAPSE_MARGIN;
+            tokio::time::sleep(wait).await;
+            {
+                let mut lapses = lock(&feed.lapses);
+                if lapses.get(&showtime) == Some(&at) {
+                    lapses.remove(&showtime);
+                }
+            }
+            feed.publish(showtime).await;
+        });
     }
 
     /// Subscribes to the showtime's changes; dropping the receiver stops
@@ -89,7 +129,7 @@ impl SeatFeed {
     }
 
     /// Reads the showtime's states and sends them to its watchers.
-    pub async fn publish(&self, showtime: Uuid) {
+    pub async fn publish(self: &Arc<Self>, showtime: Uuid) {
         match self.states(showtime).await {
             Ok(Some(states)) => {
                 if let Some(sender) = lock(&self.watched).get(&showtime) {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, Environment as EnvironmentSource, File, FileFormat};
 use marquee_sharding::ClusterConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -22,6 +22,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// `production` unless the configuration says otherwise; only a
+    /// `development` environment may run the in-process sandboxes and the
+    /// keys that ship with the code.
+    pub environment: Environment,
     pub http: HttpSettings,
     pub database: ClusterConfig,
     pub redis: RedisSettings,
@@ -44,6 +48,23 @@ pub struct Settings {
     #[serde(default)]
     pub jobs: marquee_jobs::Settings,
 }
+
+/// Where the service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Production,
+    /// The local cluster and the test suite.
+    Development,
+}
+
+/// Values that ship with the code for local use. They are public, so a
+/// production start-up refuses each one, naming the key to set.
+const DEVELOPMENT_DEFAULTS: &[(&str, &str)] = &[
+    ("PAYMENTS__SECRET_KEY", "sk_test_marquee_local"),
+    ("SMS__AUTH_TOKEN", "sandbox_auth_token"),
+    ("SMS__ACCOUNT_SID", "AC00000000000000000000000000000000"),
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -310,7 +331,7 @@ impl Settings {
         }
         let settings: Settings = builder
             .add_source(
-                Environment::with_prefix("MARQUEE")
+                EnvironmentSource::with_prefix("MARQUEE")
                     .prefix_separator("__")
                     .separator("__")
                     .try_parsing(true)
@@ -396,11 +417,78 @@ impl Settings {
         if self.broker.bootstrap_servers.trim().is_empty() {
             problems.push("broker.bootstrap_servers is empty".to_owned());
         }
+        problems.extend(self.ticket_key_problems());
+        if self.environment == Environment::Production {
+            problems.extend(self.production_problems());
+        }
         if problems.is_empty() {
             Ok(self)
         } else {
             Err(SettingsError::Invalid(problems))
         }
+    }
+}
+
+impl Settings {
+    fn ticket_key_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let secrets = std::iter::once((
+            "booking.ticket_signing_secret".to_owned(),
+            self.booking.ticket_signing_secret.as_str(),
+        ))
+        .chain(self.booking.previous_ticket_keys.iter().enumerate().map(
+            |(index, key)| {
+                (
+                    format!("booking.previous_ticket_keys[{index}].secret"),
+                    key.secret.as_str(),
+                )
+            },
+        ));
+        for (key, secret) in secrets {
+            if secret.len() < MIN_ADMIN_TOKEN_LEN {
+                problems.push(format!(
+                    "{key} must be at least {MIN_ADMIN_TOKEN_LEN} characters (set MARQUEE__BOOKING__TICKET_SIGNING_SECRET for the current key; `make cluster` generates one in var/secrets.yaml)"
+                ));
+            } else if self.environment == Environment::Production
+                && marquee_booking::tickets::is_public_default(secret)
+            {
+                problems.push(format!(
+                    "{key} is the development default, which anyone can read; set a secret of your own"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// What may run locally but never in production: the in-process
+    /// sandboxes, which pay with test cards, and the keys that ship with
+    /// the code.
+    fn production_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.payments.gateway_url.trim().is_empty() {
+            problems.push(
+                "payments.gateway_url is empty, which serves the sandbox card gateway; set the gateway's URL (MARQUEE__PAYMENTS__GATEWAY_URL), or environment: development for local use".to_owned(),
+            );
+        }
+        if self.sms.carrier_url.trim().is_empty() {
+            problems.push(
+                "sms.carrier_url is empty, which serves the sandbox carrier; set the carrier's URL (MARQUEE__SMS__CARRIER_URL), or environment: development for local use".to_owned(),
+            );
+        }
+        let configured = [
+            self.payments.secret_key.expose_secret(),
+            self.sms.auth_token.expose_secret(),
+            self.sms.account_sid.as_str(),
+        ];
+        for ((key, default), value) in DEVELOPMENT_DEFAULTS.iter().zip(configured) {
+            if value == *default {
+                problems.push(format!(
+                    "{} is the development default, which anyone can read; set MARQUEE__{key}",
+                    key.to_lowercase().replace("__", ".")
+                ));
+            }
+        }
+        problems
     }
 }
 

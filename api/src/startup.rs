@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marquee_booking::Booking;
+use marquee_booking::{Booking, ClientKeys};
 use marquee_jobs::releases::ReleaseImporter;
 use marquee_jobs::scanner::Scanner;
 use marquee_jobs::Supervisor;
@@ -36,11 +36,13 @@ use crate::metrics::Metrics;
 use crate::pages;
 use crate::routes;
 use crate::seat_feed::SeatFeed;
-use crate::settings::{PaymentsSettings, RateLimitSettings, RedisSettings, Settings, SmsSettings};
+use crate::settings::{
+    AuthSettings, PaymentsSettings, RateLimitSettings, RedisSettings, Settings, SmsSettings,
+};
 use crate::state::AppState;
 use crate::sweeper;
 use marquee_auth::password::PasswordHasher;
-use marquee_ratelimit::{Limit, LimiterSettings, RateLimiter};
+use marquee_ratelimit::{Limit, LimiterSettings, RateLimiter, Slots, SlotsSettings};
 use marquee_sms::{
     CarrierConfig, HttpSmsConfig, HttpSmsProvider, RunningCarrier, SandboxCarrier, SmsProvider,
 };
@@ -193,6 +195,14 @@ async fn limits_connection(settings: &RedisSettings) -> Option<ConnectionManager
     }
 }
 
+/// The key that hashes clients' addresses and signs device ids: derived
+/// from the owner secret, which never rotates, so keys stored with live
+/// holds keep matching.
+fn client_keys(auth: &AuthSettings) -> ClientKeys {
+    let seed = format!("client keys\0{}", auth.owner_secret.expose_secret());
+    ClientKeys::new(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, seed.as_bytes()).as_ref())
+}
+
 fn auth_state(
     settings: &Settings,
     redis: Option<ConnectionManager>,
@@ -300,13 +310,19 @@ impl Application {
         let readiness = Readiness::new(&settings, Arc::clone(storage.cluster()))?;
         let (provider, gateway) = payment_provider(&settings.payments).await?;
         let (sms, carrier) = sms_provider(&settings.sms).await?;
+        let redis = limits_connection(&settings.redis).await;
         let booking = Arc::new(Booking::new(
             storage.clone(),
             provider,
             settings.booking.clone(),
             metrics.registry(),
+            client_keys(&settings.auth),
+            Slots::new(
+                redis.clone(),
+                format!("{}live-holds", settings.redis.key_prefix),
+                SlotsSettings::default(),
+            ),
         )?);
-        let redis = limits_connection(&settings.redis).await;
         let auth = Arc::new(auth_state(&settings, redis.clone())?);
         let inbox = Arc::new(InboxHub::new(
             redis::Client::open(settings.redis.url.expose_secret()).ok(),

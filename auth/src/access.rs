@@ -33,6 +33,9 @@ pub enum Role {
     Support,
     /// Staff who run the platform.
     Admin,
+    /// Door staff: they admit tickets and read the lists of voided ones,
+    /// and nothing else.
+    Scanner,
 }
 
 impl Role {
@@ -43,13 +46,21 @@ impl Role {
             Self::Customer => "customer",
             Self::Support => "support",
             Self::Admin => "admin",
+            Self::Scanner => "scanner",
         }
     }
 
-    /// Whether the role belongs to Marquee staff.
+    /// Whether the role belongs to Marquee staff who work on customers'
+    /// bookings and the catalogue.
     #[must_use]
     pub const fn is_staff(self) -> bool {
         matches!(self, Self::Support | Self::Admin)
+    }
+
+    /// Whether the role may admit tickets at the door.
+    #[must_use]
+    pub const fn admits_tickets(self) -> bool {
+        matches!(self, Self::Scanner | Self::Support | Self::Admin)
     }
 }
 
@@ -67,6 +78,7 @@ impl FromStr for Role {
             "customer" => Ok(Self::Customer),
             "support" => Ok(Self::Support),
             "admin" => Ok(Self::Admin),
+            "scanner" => Ok(Self::Scanner),
             other => Err(Error::UnknownRole(other.to_owned())),
         }
     }
@@ -356,7 +368,7 @@ mod tests {
     #[test]
     fn every_role_survives_signing() {
         let signer = signer("k1", 1);
-        for role in [Role::Customer, Role::Support, Role::Admin] {
+        for role in [Role::Customer, Role::Support, Role::Admin, Role::Scanner] {
             let claims = Claims { role, ..claims() };
             assert_eq!(signer.verify(&signer.sign(&claims), NOW), Ok(claims));
         }
@@ -510,7 +522,7 @@ mod tests {
 
     #[test]
     fn roles_parse_from_their_lowercase_names() {
-        for role in [Role::Customer, Role::Support, Role::Admin] {
+        for role in [Role::Customer, Role::Support, Role::Admin, Role::Scanner] {
             assert_eq!(role.as_str().parse::<Role>().expect("known role"), role);
             assert_eq!(role.to_string(), role.as_str());
             assert_eq!(
@@ -529,6 +541,9 @@ mod tests {
         assert!(!Role::Customer.is_staff());
         assert!(Role::Support.is_staff());
         assert!(Role::Admin.is_staff());
+        assert!(!Role::Scanner.is_staff());
+        assert!(Role::Scanner.admits_tickets());
+        assert!(!Role::Customer.admits_tickets());
     }
 
     #[test]

@@ -1,17 +1,22 @@
 //! Buying seats: holds, the adaptive choice of seat locking, idempotent
 //! orders paid through a [`PaymentProvider`], signed tickets, cancellation
-//! with refunds, and the sweepers that keep all of it honest after
-//! timeouts and crashes.
+//! with refunds, admission at the door ([`door`]), and the sweepers that
+//! keep all of it honest after timeouts and crashes.
 //!
 //! The rules that must hold under any interleaving (a seat sold once, an
 //! order confirmed only with its seats) live in the storage layer's
 //! transactions; this crate decides what to ask of them and of the
 //! provider, in which order, and what to tell the customer.
 
+pub mod door;
 mod error;
+pub mod fairness;
 pub mod locking;
+mod metrics;
+pub mod room;
 pub mod settings;
 pub mod tickets;
+pub mod waitlist;
 
 use std::sync::Arc;
 
@@ -21,16 +26,21 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Utc;
 use marquee_payments::{AuthorizeRequest, PaymentError, PaymentProvider, PaymentState};
+use marquee_ratelimit::{Claim, Slots, Taken};
 use marquee_sharding::ids;
-use marquee_storage::holds::{Hold, LockPolicy, LockState, LockSwitch, NewHold, SeatChoice};
+use marquee_storage::holds::{
+    Hold, LockPolicy, LockState, LockSwitch, NewHold, RoomEntry, SeatChoice,
+};
 use marquee_storage::orders::{
-    BeginOrder, Begun, Cancellation, Cancelled, KeyOutcome, NewTicket, Order, Paid, Ticket,
+    BeginOrder, Begun, Cancellation, Cancelled, Confirmation, KeyOutcome, NewTicket, Order, Paid,
+    Ticket,
 };
 use marquee_storage::Storage;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 pub use error::Error;
+pub use fairness::{Client, ClientKeys};
 pub use locking::{Controller, Observed};
 pub use settings::Settings;
 pub use tickets::{TicketClaims, TicketSigner};
@@ -90,6 +100,25 @@ pub struct Booking {
     locking: Controller,
     signer: TicketSigner,
     random: SystemRandom,
+    clients: ClientKeys,
+    /// What each client key holds: unpaid seats per showtime, live holds
+    /// across every showtime.
+    limits: Slots,
+    /// Names this instance when it claims stale orders to settle.
+    instance: Uuid,
+    demand: room::Demand,
+    lines: room::Lines,
+    hot: metrics::HotMetrics,
+}
+
+/// The id of the refund of a capture no confirmed order matches: derived
+/// from the order, and routed with it.
+fn unmatched_capture_refund(order: Uuid) -> Uuid {
+    let mut bytes = *order.as_bytes();
+    for byte in &mut bytes[8..] {
+        *byte ^= 0xa5;
+    }
+    Uuid::from_bytes(bytes)
 }
 
 /// SHA-256 of a secret, as stored.
@@ -116,9 +145,14 @@ impl Booking {
         provider: Arc<dyn PaymentProvider>,
         settings: Settings,
         registry: &prometheus::Registry,
+        clients: ClientKeys,
+        limits: Slots,
     ) -> Result<Self, Error> {
         let locking = Controller::new(settings.locking.clone(), registry)?;
-        let signer = TicketSigner::from_secret(&settings.ticket_signing_secret);
+        let signer = TicketSigner::new(
+            &settings.ticket_signing_secret,
+            &settings.previous_ticket_keys,
+        );
         Ok(Self {
             storage,
             provider,
@@ -126,7 +160,18 @@ impl Booking {
             locking,
             signer,
             random: SystemRandom::new(),
+            clients,
+            limits,
+            instance: Uuid::new_v4(),
+            demand: room::Demand::default(),
+            lines: room::Lines::default(),
+            hot: metrics::HotMetrics::new(registry)?,
         })
+    }
+
+    /// Hands out device ids and checks them.
+    pub fn clients(&self) -> &ClientKeys {
+        &self.clients
     }
 
     pub fn settings(&self) -> &Settings {
@@ -152,14 +197,21 @@ impl Booking {
 
     /// Holds seats for a customer; the hold and the booking token that
     /// proves ownership of it and of the order it becomes. `owner_token`
-    /// is the token of a signed-in customer's account; guests get a new one.
+    /// is the token of a signed-in customer's account; guests get a new one,
+    /// and their address counts toward the limits in canonical form.
+    /// Besides the customer's limit, the client's network address and
+    /// device may hold only so many unpaid seats of a showtime, and so
+    /// many live holds across every showtime.
     pub async fn hold(
         &self,
         showtime: Uuid,
         customer: &str,
         choice: &SeatChoice,
         owner_token: Option<String>,
+        client: &Client,
+        room: RoomEntry,
     ) -> Result<(Hold, String), Error> {
+        self.observe_demand(showtime);
         let count = choice.count();
         if count == 0 || count > self.settings.max_seats_per_hold {
             return Err(marquee_storage::Error::Invalid {
@@ -178,20 +230,54 @@ impl Booking {
             }
             .into());
         }
+        let guest = owner_token.is_none();
         let token = match owner_token {
             Some(token) => token,
             None => self.new_token()?,
         };
         let hash = token_hash(&token);
         let customer = customer.trim().to_lowercase();
+        let claimants = self
+            .clients
+            .claimants(guest.then_some(customer.as_str()), client);
+        let claims = self.claims(&claimants, showtime, choice.count());
+        let ttl = std::time::Duration::from_secs(self.settings.hold_ttl_seconds);
+        // The hold's id is chosen here, so its share of the limits is taken
+        // under its own name before it exists.
+        let hold_id = ids::sibling(showtime);
+        let member = hold_id.to_string();
+        if let Taken::Full { index, used, until } = self.limits.take(&claims, &member, ttl).await {
+            let (kind, live) = fairness::limit_of(&claims[index]);
+            let allowed = usize::try_from(claims[index].cap).unwrap_or(usize::MAX);
+            self.hot
+                .limits
+                .with_label_values(&[if live { "live_holds" } else { kind }])
+                .inc();
+            return Err(if live {
+                Error::LiveHolds {
+                    allowed,
+                    retry_after: until,
+                }
+            } else {
+                Error::UnpaidSeats {
+                    limit: kind.to_owned(),
+                    allowed,
+                    used: usize::try_from(used).unwrap_or(usize::MAX),
+                    retry_after: until,
+                }
+            });
+        }
         let now = Utc::now();
         let new = NewHold {
+            id: hold_id,
             showtime_id: showtime,
             customer: &customer,
             token_hash: &hash,
             choice,
-            ttl: std::time::Duration::from_secs(self.settings.hold_ttl_seconds),
+            ttl,
             per_customer: self.settings.max_seats_per_customer,
+            claimants: &claimants,
+            room,
             peak: self.locking.is_peak(now),
             attempts: self.settings.locking.optimistic_attempts,
             observer: &self.locking,
@@ -200,6 +286,9 @@ impl Booking {
             Ok(claim) => (Ok(claim.hold), claim.contention),
             Err(refused) => (Err(refused.error), refused.contention),
         };
+        if result.is_err() {
+            self.limits.free(&claims, &member).await;
+        }
         if contention.attempts > 0 {
             self.locking.claimed(&contention, result.is_ok());
         }
@@ -207,6 +296,24 @@ impl Booking {
             self.locking.switched(to);
         }
         Ok((result?, token))
+    }
+
+    /// What a hold takes from its keys' limits.
+    fn claims(&self, claimants: &[String], showtime: Uuid, seats: usize) -> Vec<Claim> {
+        fairness::claims(
+            claimants,
+            showtime,
+            seats,
+            self.settings.max_seats_per_customer,
+            &self.settings.fairness,
+        )
+    }
+
+    /// Gives back what a hold took from its keys' limits, once it is paid
+    /// for or let go.
+    async fn free_limits(&self, hold: Uuid, claimants: &[String], showtime: Uuid, seats: usize) {
+        let claims = self.claims(claimants, showtime, seats);
+        self.limits.free(&claims, &hold.to_string()).await;
     }
 
     /// A hold, to its owner.
@@ -226,19 +333,27 @@ impl Booking {
     }
 
     pub async fn extend_hold(&self, id: Uuid, token: &str) -> Result<Hold, Error> {
-        Ok(self
+        let hold = self
             .storage
             .extend_hold(
                 id,
                 &token_hash(token),
                 std::time::Duration::from_secs(self.settings.hold_extension_seconds),
             )
-            .await?)
+            .await?;
+        let live = (hold.expires_at - Utc::now()).to_std().unwrap_or_default();
+        let claims = self.claims(&hold.claimants, hold.showtime_id, hold.seats.len());
+        let member = hold.id.to_string();
+        self.limits.rename(&claims, &member, &member, live).await;
+        Ok(hold)
     }
 
     /// Releases a hold; the showtime whose seats came back.
     pub async fn release_hold(&self, id: Uuid, token: &str) -> Result<Uuid, Error> {
-        Ok(self.storage.release_hold(id, &token_hash(token)).await?)
+        let hold = self.storage.release_hold(id, &token_hash(token)).await?;
+        self.free_limits(hold.id, &hold.claimants, hold.showtime_id, hold.seats.len())
+            .await;
+        Ok(hold.showtime_id)
     }
 
     /// A showtime's locking as stored, its latest switches, and what this
@@ -361,7 +476,7 @@ impl Booking {
             })
             .await;
         let authorized = match authorized {
-            Ok(authorized) => Ok(authorized.id),
+            Ok(authorized) => Ok((authorized.id, authorized.fingerprint)),
             Err(PaymentError::Timeout | PaymentError::Unavailable(_)) => {
                 // The outcome is unknown: ask the provider what happened.
                 match self.provider.find(&order.id.to_string()).await {
@@ -371,7 +486,7 @@ impl Booking {
                             PaymentState::Authorized | PaymentState::Captured
                         ) =>
                     {
-                        Ok(record.id)
+                        Ok((record.id, record.fingerprint))
                     }
                     _ => Err(PaymentError::Unavailable(
                         "no answer to the authorization".to_owned(),
@@ -380,8 +495,8 @@ impl Booking {
             }
             Err(other) => Err(other),
         };
-        let reference = match authorized {
-            Ok(reference) => reference,
+        let (reference, fingerprint) = match authorized {
+            Ok(authorized) => authorized,
             Err(error) => {
                 self.storage
                     .settle_payment(&order, authorization, false, None, Some(&error.to_string()))
@@ -389,6 +504,14 @@ impl Booking {
                 return self.refuse_payment(&order, &error, render).await;
             }
         };
+        if let Some(fingerprint) = &fingerprint {
+            if let Some(reply) = self
+                .card_over_limit(&order, authorization, &reference, fingerprint, render)
+                .await?
+            {
+                return Ok(reply);
+            }
+        }
         let capture = ids::sibling(order.id);
         let captured = match self
             .provider
@@ -430,8 +553,74 @@ impl Booking {
             authorization,
             capture,
             reference,
+            fingerprint,
         };
         self.confirm(order, &paid, render).await
+    }
+
+    /// Refuses the order when the card behind its authorization has already
+    /// paid for as many seats of the showtime as one customer may: the
+    /// authorization is voided and the hold goes back to the customer, who
+    /// may pay with another card. The card is recorded with the order's
+    /// confirmation, so the check adds no write to a purchase; purchases
+    /// with one card still in flight at once are not counted against each
+    /// other, and the limits on unpaid seats bound how many those can be.
+    async fn card_over_limit(
+        &self,
+        order: &Order,
+        authorization: Uuid,
+        reference: &str,
+        fingerprint: &str,
+        render: &dyn Render,
+    ) -> Result<Option<Reply>, Error> {
+        let allowed = self.settings.max_seats_per_customer;
+        let used = self
+            .storage
+            .card_seats(order.showtime_id, fingerprint)
+            .await?;
+        if used + order.seats.len() <= allowed {
+            return Ok(None);
+        }
+        self.hot.limits.with_label_values(&["card"]).inc();
+        self.storage
+            .settle_payment(
+                order,
+                authorization,
+                false,
+                Some(reference),
+                Some("card limit"),
+            )
+            .await?;
+        if let Err(void) = self
+            .provider
+            .void(reference, &format!("{}-void", order.id))
+            .await
+        {
+            tracing::warn!(order = %order.id, error = %void, "could not void an authorization; it lapses at the provider");
+        }
+        let body = render.problem(
+            422,
+            "card-seat-limit",
+            &format!(
+                "this card has already paid for {used} seats of this showtime, and one card may pay for {allowed}; \
+                 the card was not charged, and the seats stay held so another card may be tried"
+            ),
+        );
+        self.storage
+            .fail_order(
+                order,
+                "card past its seat limit",
+                &KeyOutcome::Done {
+                    status: 422,
+                    body: body.clone(),
+                },
+            )
+            .await?;
+        Ok(Some(Reply {
+            status: 422,
+            body,
+            replayed: false,
+        }))
     }
 
     /// Closes an order whose payment did not go through. The hold goes back
@@ -514,33 +703,70 @@ impl Booking {
             "amount": order.amount,
             "currency": order.currency,
         });
-        if self
+        let refusal = match self
             .storage
             .confirm_order(&order, paid, &tickets, 201, &body, &event)
             .await?
-            .is_some()
         {
-            return Ok(Reply {
-                status: 201,
-                body,
-                replayed: false,
-            });
-        }
+            Confirmation::Confirmed(_) => {
+                self.free_limits(
+                    order.hold_id,
+                    &order.claimants,
+                    order.showtime_id,
+                    order.seats.len(),
+                )
+                .await;
+                return Ok(Reply {
+                    status: 201,
+                    body,
+                    replayed: false,
+                });
+            }
+            Confirmation::Settled(status) if status == "confirmed" => {
+                // Confirmed by another request or instance with this very
+                // payment: answer what it answered, and refund nothing.
+                let stored = self
+                    .storage
+                    .order(order.id)
+                    .await?
+                    .ok_or(marquee_storage::Error::NotFound {
+                        what: "order",
+                        id: order.id,
+                    })?;
+                return Ok(Reply {
+                    status: 201,
+                    body: render.order(&stored),
+                    replayed: true,
+                });
+            }
+            Confirmation::Settled(_) => (
+                "payment-settled",
+                "the order was closed while its payment finished; the payment was refunded in full",
+            ),
+            Confirmation::SeatsLost => (
+                "seats-lost",
+                "the hold expired before the payment finished and its seats could not be kept; the payment was refunded in full",
+            ),
+        };
+        // Whoever finds the capture unmatched first records the refund; its
+        // id is derived from the order, so a second finder records nothing
+        // new and the provider, keyed by it, pays it back once.
         let refund = self
             .storage
-            .record_payment(&order, ids::sibling(order.id), "refund", order.amount)
+            .record_payment(
+                &order,
+                unmatched_capture_refund(order.id),
+                "refund",
+                order.amount,
+            )
             .await?;
         self.send_refund(&order, &paid.reference, refund.id, order.amount)
             .await?;
-        let body = render.problem(
-            409,
-            "seats-lost",
-            "the hold expired before the payment finished and its seats could not be kept; the payment was refunded in full",
-        );
+        let body = render.problem(409, refusal.0, refusal.1);
         self.storage
             .fail_order(
                 &order,
-                "seats lost after capture; refunded",
+                "paid but not confirmed; refunded",
                 &KeyOutcome::Done {
                     status: 409,
                     body: body.clone(),
@@ -609,6 +835,7 @@ impl Booking {
                 seats,
                 refund_percent: percent,
                 refund_id: ids::sibling(id),
+                by_staff: matches!(access, Access::Admin),
             })
             .await?;
         let mut cancelled = cancelled;
@@ -669,8 +896,13 @@ impl Booking {
     /// authorization, and retries unconfirmed refunds. The orders settled.
     pub async fn recover(&self, render: &dyn Render) -> Result<usize, Error> {
         let age = std::time::Duration::from_secs(self.settings.recovery_after_seconds);
+        let lease = std::time::Duration::from_secs(self.settings.recovery_lease_seconds);
         let mut settled = 0;
-        for order in self.storage.stale_orders(age).await? {
+        for order in self
+            .storage
+            .claim_stale_orders(self.instance, age, lease)
+            .await?
+        {
             let record = match self.provider.find(&order.id.to_string()).await {
                 Ok(record) => record,
                 Err(err) => {
@@ -691,6 +923,7 @@ impl Booking {
                         authorization,
                         capture: ids::sibling(order.id),
                         reference: record.id,
+                        fingerprint: record.fingerprint,
                     };
                     self.confirm(order, &paid, render).await?;
                 }

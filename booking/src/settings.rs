@@ -24,8 +24,19 @@ pub struct Settings {
     pub locking: LockingSettings,
     pub cancellation: CancellationSettings,
     /// Secret from which the ticket signing key is derived. Every instance
-    /// needs the same one; scanners verify with the public key.
+    /// needs the same one; scanners verify with the public keys. There is
+    /// no default: the local cluster generates one.
     pub ticket_signing_secret: String,
+    /// Keys that signed tickets before the last rotation, verifying until
+    /// their date.
+    pub previous_ticket_keys: Vec<crate::tickets::PreviousKey>,
+    pub door: DoorSettings,
+    pub fairness: FairnessSettings,
+    pub waiting_room: WaitingRoomSettings,
+    pub waitlist: WaitlistSettings,
+    /// How long one instance may take to settle a stale order before
+    /// another may take it over.
+    pub recovery_lease_seconds: u64,
 }
 
 impl Default for Settings {
@@ -39,7 +50,117 @@ impl Default for Settings {
             recovery_after_seconds: 60,
             locking: LockingSettings::default(),
             cancellation: CancellationSettings::default(),
-            ticket_signing_secret: "marquee-local-ticket-signing-secret".to_owned(),
+            ticket_signing_secret: String::new(),
+            previous_ticket_keys: Vec::new(),
+            door: DoorSettings::default(),
+            fairness: FairnessSettings::default(),
+            waiting_room: WaitingRoomSettings::default(),
+            waitlist: WaitlistSettings::default(),
+            recovery_lease_seconds: 30,
+        }
+    }
+}
+
+/// When the doors take tickets.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DoorSettings {
+    /// Doors admit a showtime's tickets from this long before it starts
+    /// until it ends.
+    pub opens_minutes_before: i64,
+    /// How far ahead of the server's clock an offline scanner's admission
+    /// time may be.
+    pub clock_skew_seconds: i64,
+}
+
+impl Default for DoorSettings {
+    fn default() -> Self {
+        Self {
+            opens_minutes_before: 180,
+            clock_skew_seconds: 300,
+        }
+    }
+}
+
+/// When a showtime's waiting room turns on by itself, and how fast its
+/// line moves.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WaitingRoomSettings {
+    /// Whether rooms turn on by themselves when demand crosses the rate
+    /// below; staff can always turn one on or off.
+    pub auto: bool,
+    /// Hold attempts per second, per seat left, at which a room turns on.
+    pub attempts_per_seat_left: f64,
+    /// Fewer hold attempts per second than this never turn a room on.
+    pub min_attempts_per_second: f64,
+    /// People let out of the line per second at most.
+    pub admit_per_second: f64,
+    /// Most people choosing seats and paying at once: passes out and not
+    /// yet used or lapsed, and never more than seats left.
+    pub checkout_capacity: i64,
+    /// How long a pass lets its holder start a hold.
+    pub pass_ttl_seconds: u64,
+    /// Places one network address may have in one line.
+    pub max_places_per_address: usize,
+}
+
+impl Default for WaitingRoomSettings {
+    fn default() -> Self {
+        Self {
+            auto: true,
+            attempts_per_seat_left: 0.5,
+            min_attempts_per_second: 20.0,
+            admit_per_second: 20.0,
+            checkout_capacity: 200,
+            pass_ttl_seconds: 120,
+            max_places_per_address: 20,
+        }
+    }
+}
+
+/// Offers to parties on a sold-out showtime's waiting list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WaitlistSettings {
+    /// How long a party has to pay for the seats it is offered.
+    pub offer_ttl_seconds: u64,
+}
+
+impl Default for WaitlistSettings {
+    fn default() -> Self {
+        Self {
+            offer_ttl_seconds: 900,
+        }
+    }
+}
+
+/// Limits that keep one buyer from holding a show without paying,
+/// whatever the addresses typed. A network address (a whole IPv6 /64) may
+/// be shared by an office or a mobile carrier's customers, so its limits
+/// are wider than a device's.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FairnessSettings {
+    /// Seats of one showtime held and not yet paid from one device id.
+    pub max_unpaid_seats_per_device: usize,
+    /// Holds alive at once from one device id, across every showtime.
+    pub max_live_holds_per_device: usize,
+    /// Seats of one showtime held and not yet paid from one network
+    /// address.
+    pub max_unpaid_seats_per_address: usize,
+    /// Holds alive at once from one network address, across every
+    /// showtime.
+    pub max_live_holds_per_address: usize,
+}
+
+impl Default for FairnessSettings {
+    fn default() -> Self {
+        Self {
+            max_unpaid_seats_per_device: 10,
+            max_live_holds_per_device: 6,
+            max_unpaid_seats_per_address: 40,
+            max_live_holds_per_address: 12,
         }
     }
 }

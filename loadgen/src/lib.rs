@@ -6,7 +6,10 @@
 //! - this file: the page-request loop behind `marquee-loadgen`, and the
 //!   client and percentiles every load shares.
 //! - [`storm`]: buyers racing for seats, behind `marquee-storm`.
+//! - [`line`]: a hot release through a waiting room, measured for
+//!   fairness, behind `marquee-line`.
 
+pub mod line;
 pub mod storm;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +53,7 @@ struct Tally {
 
 /// A client that trusts the local cluster's certificate and keeps every
 /// idle connection, so no client waits for a handshake it has paid before.
-fn client_builder() -> reqwest::ClientBuilder {
+pub(crate) fn client_builder() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
         .use_rustls_tls()

@@ -17,6 +17,7 @@
 //! | token | outcome |
 //! | --- | --- |
 //! | `tok_visa`, `tok_mastercard`, `tok_amex` | authorized |
+//! | `tok_visa_<label>`, and the same for the other two brands | authorized, as a test card of its own with its own fingerprint |
 //! | `tok_chargeDeclined` | declined, `card_declined` |
 //! | `tok_chargeDeclinedInsufficientFunds` | declined, `insufficient_funds` |
 //! | `tok_timeout` | authorized, but answered only after [`GatewayConfig::late_answer_delay`] (30 s by default): the client times out without knowing the payment exists |

@@ -71,6 +71,9 @@ pub struct Authorization {
     pub id: String,
     pub amount: i64,
     pub currency: String,
+    /// What identifies the card, the same for every token of it (never the
+    /// card's number), when the provider gives one.
+    pub fingerprint: Option<String>,
 }
 
 /// A captured authorization.
@@ -99,6 +102,8 @@ pub struct PaymentRecord {
     pub currency: String,
     pub captured: i64,
     pub refunded: i64,
+    /// The card's fingerprint, when the provider gives one.
+    pub fingerprint: Option<String>,
 }
 
 /// Where a payment stands, which decides what may still be done with it.

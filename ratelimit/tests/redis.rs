@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use marquee_ratelimit::{Decision, Limit, LimiterSettings, Lockout, LockoutSettings, RateLimiter};
+use marquee_ratelimit::{
+    Claim, Decision, Limit, LimiterSettings, Lockout, LockoutSettings, RateLimiter, Slots,
+    SlotsSettings, Taken,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
@@ -452,4 +455,115 @@ async fn a_lockout_keeps_counting_locally_when_redis_fails_mid_way() {
     );
     assert!(lockout.check("account").await.is_some());
     assert!(!lockout.shared());
+}
+
+fn slots(redis: Option<ConnectionManager>, prefix: &str) -> Slots {
+    Slots::new(redis, prefix.to_owned(), SlotsSettings::default())
+}
+
+fn claim(key: &str, weight: u64, cap: u64) -> Claim {
+    Claim {
+        key: key.to_owned(),
+        weight,
+        cap,
+    }
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_fill_a_key_up_to_its_cap_by_weight_and_no_further() {
+    let prefix = unique_prefix();
+    let (one, two) = (
+        slots(Some(shared_redis().await), &prefix),
+        slots(Some(shared_redis().await), &prefix),
+    );
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        one.take(&[claim("seats", 6, 10)], "a", ttl).await,
+        Taken::Granted
+    );
+    assert_eq!(
+        two.take(&[claim("seats", 4, 10)], "b", ttl).await,
+        Taken::Granted
+    );
+    let Taken::Full { index, used, until } = one.take(&[claim("seats", 1, 10)], "c", ttl).await
+    else {
+        panic!("the key is full");
+    };
+    assert_eq!((index, used), (0, 10));
+    assert!(until > Duration::from_secs(55) && until <= ttl, "{until:?}");
+    two.free(&[claim("seats", 6, 10)], "a").await;
+    assert_eq!(
+        one.take(&[claim("seats", 5, 10)], "c", ttl).await,
+        Taken::Granted
+    );
+    assert!(one.shared() && two.shared());
+}
+
+#[tokio::test]
+async fn several_keys_are_taken_together_or_not_at_all() {
+    let slots = slots(Some(shared_redis().await), &unique_prefix());
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        slots.take(&[claim("live", 1, 1)], "first", ttl).await,
+        Taken::Granted
+    );
+    let both = [claim("seats", 2, 10), claim("live", 1, 1)];
+    assert!(matches!(
+        slots.take(&both, "second", ttl).await,
+        Taken::Full {
+            index: 1,
+            used: 1,
+            ..
+        }
+    ));
+    assert_eq!(
+        slots.take(&[claim("seats", 10, 10)], "third", ttl).await,
+        Taken::Granted,
+        "the refused take left nothing in the key it did not fill"
+    );
+}
+
+#[tokio::test]
+async fn a_renamed_member_keeps_its_slot_and_a_lapsed_one_frees_it() {
+    let slots = slots(Some(shared_redis().await), &unique_prefix());
+    let cap = [claim("live", 1, 1)];
+    assert_eq!(
+        slots
+            .take(&cap, "provisional", Duration::from_secs(60))
+            .await,
+        Taken::Granted
+    );
+    slots
+        .rename(&cap, "provisional", "hold", Duration::from_millis(300))
+        .await;
+    assert!(matches!(
+        slots.take(&cap, "other", Duration::from_secs(60)).await,
+        Taken::Full { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        slots.take(&cap, "other", Duration::from_secs(60)).await,
+        Taken::Granted,
+        "a member nobody freed lapses on time"
+    );
+}
+
+#[tokio::test]
+async fn slots_without_reachable_redis_still_cap_on_their_own() {
+    let slots = slots(connect("redis://127.0.0.1:1/").await, &unique_prefix());
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        slots.take(&[claim("seats", 8, 10)], "a", ttl).await,
+        Taken::Granted
+    );
+    assert!(matches!(
+        slots.take(&[claim("seats", 3, 10)], "b", ttl).await,
+        Taken::Full { used: 8, .. }
+    ));
+    slots.free(&[claim("seats", 8, 10)], "a").await;
+    assert_eq!(
+        slots.take(&[claim("seats", 3, 10)], "b", ttl).await,
+        Taken::Granted
+    );
+    assert!(!slots.shared());
 }

@@ -74,6 +74,13 @@ pub enum Error {
     },
     #[error("{0}")]
     Conflict(String),
+    /// The showtime's waiting room is on and the hold brought no pass, or
+    /// one that was spent or lapsed.
+    #[error("a waiting room is on for showtime {showtime}: join the line and hold with the pass it gives")]
+    WaitingRoom {
+        showtime: uuid::Uuid,
+        had_pass: bool,
+    },
     /// The caller may not touch this booking.
     #[error("{0}")]
     Forbidden(String),

@@ -116,6 +116,9 @@ impl SeatChoice {
 /// A hold to place.
 #[derive(Debug, Clone)]
 pub struct NewHold<'a> {
+    /// The hold's id, routed with the showtime (`ids::sibling` of it), so
+    /// the caller can name it before it exists.
+    pub id: Uuid,
     pub showtime_id: Uuid,
     pub customer: &'a str,
     pub token_hash: &'a [u8],
@@ -123,6 +126,12 @@ pub struct NewHold<'a> {
     pub ttl: std::time::Duration,
     /// Seats one customer may hold or own for one showtime.
     pub per_customer: usize,
+    /// How the hold passes the showtime's waiting room, when it is on.
+    pub room: RoomEntry,
+    /// Who asked beyond the customer: keys of the client's address, its
+    /// device and the address typed in canonical form, kept with the hold
+    /// so that what it counted against is freed when it ends.
+    pub claimants: &'a [String],
     /// Inside configured peak hours, `auto` showtimes are pessimistic
     /// whatever their contention.
     pub peak: bool,
@@ -131,6 +140,18 @@ pub struct NewHold<'a> {
     /// Told of every attempt, and may switch the showtime's mode between
     /// attempts.
     pub observer: &'a dyn ContentionObserver,
+}
+
+/// How a hold passes a showtime's waiting room while it is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomEntry {
+    /// With no pass: refused while the room is on.
+    NoPass,
+    /// Spending the pass of this place in line, already checked to be the
+    /// caller's.
+    Pass(Uuid),
+    /// A waiting-list offer, which the room does not stand in front of.
+    WaitingList,
 }
 
 /// Watches claims attempt by attempt, so that a showtime under `auto` can
@@ -173,6 +194,8 @@ pub struct Hold {
     pub expires_at: DateTime<Utc>,
     pub extended: bool,
     pub created_at: DateTime<Utc>,
+    /// The client keys the hold counts against.
+    pub claimants: Vec<String>,
 }
 
 impl Hold {
@@ -228,7 +251,7 @@ pub struct Refused {
 }
 
 const HOLD_COLUMNS: &str = "h.id, h.showtime_id, h.movie_id, h.customer, h.token_hash, h.seats, \
-     h.prices, h.currency, h.status, h.expires_at, h.extended, h.created_at";
+     h.prices, h.currency, h.status, h.expires_at, h.extended, h.created_at, h.claimants";
 
 fn hold_from_row(row: &Row, layout: Option<&SeatLayout>) -> Hold {
     let seats: Vec<String> = row.get(5);
@@ -257,6 +280,7 @@ fn hold_from_row(row: &Row, layout: Option<&SeatLayout>) -> Hold {
         expires_at: row.get(9),
         extended: row.get(10),
         created_at: row.get(11),
+        claimants: row.get(12),
     }
 }
 
@@ -359,6 +383,8 @@ struct ClaimTarget {
     policy: LockPolicy,
     stored: LockMode,
     since: DateTime<Utc>,
+    /// A waiting room is on: holds need a pass.
+    room_active: bool,
 }
 
 /// How one attempt ended.
@@ -398,7 +424,7 @@ impl Storage {
                 return Err(Refused { error, contention });
             }
         }
-        let hold_id = ids::scoped(showtime.movie_id);
+        let hold_id = new.id;
         // Retries keep their connection: going back to the pool would put a
         // collided buyer behind everyone who arrived since.
         let mut pooled = None;
@@ -562,6 +588,26 @@ impl Storage {
             if let Some(error) = limit {
                 return Ok((Attempt::Refused(error), false));
             }
+            if target.room_active {
+                let admitted = match new.room {
+                    RoomEntry::Pass(place) => {
+                        crate::queue::spend_pass(&transaction, place, new.showtime_id)
+                            .await
+                            .map_err(|err| rejected(server, err))?
+                    }
+                    RoomEntry::NoPass => false,
+                    RoomEntry::WaitingList => true,
+                };
+                if !admitted {
+                    return Ok((
+                        Attempt::Refused(Error::WaitingRoom {
+                            showtime: new.showtime_id,
+                            had_pass: matches!(new.room, RoomEntry::Pass(_)),
+                        }),
+                        false,
+                    ));
+                }
+            }
             let ttl = new.ttl.as_secs_f64();
             let (attempt, contended) = match contention.mode {
                 LockMode::Optimistic => {
@@ -703,9 +749,9 @@ impl Storage {
             .ok_or(Error::NotFound { what: "hold", id })
     }
 
-    /// Gives a live hold's seats back; the showtime they belong to.
-    /// Releasing a hold that already lapsed or was released changes nothing.
-    pub async fn release_hold(&self, id: Uuid, token_hash: &[u8]) -> Result<Uuid, Error> {
+    /// Gives a live hold's seats back; the hold as it was. Releasing a hold
+    /// that already lapsed or was released changes nothing.
+    pub async fn release_hold(&self, id: Uuid, token_hash: &[u8]) -> Result<Hold, Error> {
         let hold = self.owned_hold(id, token_hash).await?;
         match hold.status.as_str() {
             "ordering" => {
@@ -718,7 +764,7 @@ impl Storage {
                     "hold {id} became an order; cancel the order instead"
                 )))
             }
-            "released" | "expired" => return Ok(hold.showtime_id),
+            "released" | "expired" => return Ok(hold),
             _ => {}
         }
         let showtime = hold.showtime_id;
@@ -738,10 +784,11 @@ impl Storage {
                     )
                     .await?;
                 outbox::record(transaction, "showtime", showtime, "seats.released").await?;
-                Ok(Outcome::Commit(showtime))
+                Ok(Outcome::Commit(()))
             })
         })
-        .await
+        .await?;
+        Ok(hold)
     }
 
     /// Returns the seats of every lapsed hold on every node; the showtimes
@@ -787,6 +834,24 @@ impl Storage {
                 .map_err(|err| rejected(server, err))?;
         }
         Ok(showtimes.into_iter().collect())
+    }
+
+    /// When the showtime's next live hold lapses, if any is live.
+    pub async fn next_hold_lapse(&self, showtime: Uuid) -> Result<Option<DateTime<Utc>>, Error> {
+        let server = self.scoped_primary(showtime)?;
+        let client = server.get().await?;
+        let statement = client
+            .prepare_cached(
+                "select min(expires_at) from seat_states \
+                 where showtime_id = $1 and state = 'held' and expires_at > now()",
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        client
+            .query_one(&statement, &[&showtime])
+            .await
+            .map(|row| row.get(0))
+            .map_err(|err| rejected(server, err))
     }
 
     /// The showtime's locking as stored.
@@ -948,8 +1013,10 @@ async fn claim_target(
 ) -> Result<Option<ClaimTarget>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(
-            "select starts_at, prices, currency, lock_policy, lock_mode, lock_mode_since \
-             from showtimes where id = $1",
+            "select s.starts_at, s.prices, s.currency, s.lock_policy, s.lock_mode, \
+                 s.lock_mode_since, coalesce(w.active, false) \
+             from showtimes s left join waiting_rooms w on w.showtime_id = s.id \
+             where s.id = $1",
         )
         .await?;
     Ok(client
@@ -966,6 +1033,7 @@ async fn claim_target(
                 policy: LockPolicy::parse(&policy).unwrap_or(LockPolicy::Auto),
                 stored: LockMode::parse(&stored).unwrap_or(LockMode::Optimistic),
                 since: row.get(5),
+                room_active: row.get(6),
             }
         }))
 }
@@ -1225,8 +1293,8 @@ async fn insert_hold(
     let statement = client
         .prepare_cached(&format!(
             "insert into holds as h (id, showtime_id, movie_id, customer, token_hash, seats, prices, \
-                 currency, status, expires_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, 'active', now() + make_interval(secs => $9)) \
+                 currency, status, expires_at, claimants) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, 'active', now() + make_interval(secs => $9), $10) \
              returning {HOLD_COLUMNS}"
         ))
         .await?;
@@ -1243,6 +1311,7 @@ async fn insert_hold(
                 &prices,
                 &currency,
                 &ttl,
+                &new.claimants,
             ],
         )
         .await?;

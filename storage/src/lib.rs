@@ -17,6 +17,9 @@
 //! - [`seating`]: choosing the best adjacent seats.
 //! - [`holds`]: seat holds under optimistic or pessimistic locking.
 //! - [`orders`]: orders, payments, tickets and idempotency keys.
+//! - [`door`]: admissions at the door and the lists of voided tickets.
+//! - [`queue`]: showtimes' waiting rooms, their lines and passes.
+//! - [`waitlist`]: the waiting lists of sold-out showtimes.
 //! - [`outbox`]: domain events written with each change.
 //! - [`movie_data`]: all of one movie's rows, as a unit that moves.
 //! - [`key_data`]: theaters' and accounts' rows, in batches that move.
@@ -34,6 +37,7 @@ pub mod audit;
 mod catalog;
 pub mod demo;
 pub mod demo_places;
+pub mod door;
 mod error;
 pub mod holds;
 pub mod inbox;
@@ -47,6 +51,7 @@ pub mod movie_data;
 pub mod movies;
 pub mod orders;
 pub mod outbox;
+pub mod queue;
 pub mod rebalance;
 pub mod receipts;
 pub mod retry;
@@ -55,6 +60,7 @@ pub mod showtimes;
 mod store;
 pub mod subscriptions;
 pub mod theaters;
+pub mod waitlist;
 
 pub use catalog::{MovieFilter, MoviePage, NewShowtimeRequest, ShowtimeChange};
 pub use error::Error;

@@ -44,7 +44,7 @@ macro_rules! migrations {
 pub const CATALOG: &[Migration] = migrations!("catalog": 1 "0001_shard_nodes", 2 "0002_shard_map", 3 "0003_movie_moves", 4 "0004_joining_nodes", 5 "0005_rebalancing", 6 "0006_audit_log", 7 "0007_route_pins", 8 "0008_key_moves", 9 "0009_jobs");
 
 /// Migrations of every shard node, in order.
-pub const SHARD: &[Migration] = migrations!("shard": 1 "0001_movies", 2 "0002_movie_fences", 3 "0003_catalog", 4 "0004_booking", 5 "0005_lock_switches", 6 "0006_customer_orders", 7 "0007_accounts", 8 "0008_outbox_relay", 9 "0009_key_fences", 10 "0010_notification_receipts", 11 "0011_inbox", 12 "0012_subscriptions", 13 "0013_phone_verification", 14 "0014_booking_summaries");
+pub const SHARD: &[Migration] = migrations!("shard": 1 "0001_movies", 2 "0002_movie_fences", 3 "0003_catalog", 4 "0004_booking", 5 "0005_lock_switches", 6 "0006_customer_orders", 7 "0007_accounts", 8 "0008_outbox_relay", 9 "0009_key_fences", 10 "0010_notification_receipts", 11 "0011_inbox", 12 "0012_subscriptions", 13 "0013_phone_verification", 14 "0014_booking_summaries", 15 "0015_door", 16 "0016_fair_holds", 17 "0017_waiting_room", 18 "0018_waitlist");
 
 /// Which versions of `migrations` are applied on the node behind `client`.
 pub async fn applied(client: &Client) -> Result<Vec<(i32, String)>, tokio_postgres::Error> {

@@ -1,8 +1,10 @@
 //! Everything stored for one movie, as a unit that moves between nodes:
-//! the movie row, its showtimes, seat states, holds, orders, tickets,
-//! payments and idempotency keys, with the layout snapshots they
-//! reference. Rows travel as JSON of the table's own row type, so a column
-//! added by a migration moves without code changes.
+//! the movie row, its showtimes, seat states, holds, orders, tickets with
+//! their admissions and revocations, payments and idempotency keys, the
+//! showtimes' waiting rooms, lines and waiting lists, with the layout
+//! snapshots they reference. Rows travel as JSON of the table's
+//! own row type, so a column added by a migration moves without code
+//! changes.
 
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
@@ -19,9 +21,14 @@ const TABLES: &[(&str, &str, &str)] = &[
     ("holds", "movie_id", "id"),
     ("orders", "movie_id", "id"),
     ("tickets", "movie_id", "id"),
+    ("admissions", "movie_id", "ticket_id"),
+    ("ticket_revocations", "movie_id", "showtime_id, version"),
     ("payments", "movie_id", "id"),
     ("idempotency_keys", "movie_id", "key"),
     ("seat_lock_switches", "movie_id", "id"),
+    ("waiting_rooms", "movie_id", "showtime_id"),
+    ("queue_places", "movie_id", "id"),
+    ("waitlist_entries", "movie_id", "id"),
 ];
 
 /// A movie's rows on one node: the layouts it references, then one JSON

@@ -95,6 +95,8 @@ pub struct Paid {
     pub capture: Uuid,
     /// The provider's reference for the payment.
     pub reference: String,
+    /// The card's fingerprint, when the provider gave one.
+    pub fingerprint: Option<String>,
 }
 
 /// A ticket to issue on confirmation.
@@ -130,6 +132,8 @@ pub struct Order {
     pub confirmed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     pub tickets: Vec<Ticket>,
+    /// The client keys its hold counted against.
+    pub claimants: Vec<String>,
 }
 
 /// A money movement recorded before the provider was asked.
@@ -157,6 +161,27 @@ pub struct Cancellation<'a> {
     pub refund_percent: u32,
     /// Id of the refund payment recorded when anything is refunded.
     pub refund_id: Uuid,
+    /// Staff may cancel tickets that were already admitted at the door;
+    /// customers may not.
+    pub by_staff: bool,
+}
+
+/// What became of a paid order asked to be confirmed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirmation {
+    Confirmed(Box<Order>),
+    /// Another request or instance settled it first; its status now.
+    Settled(String),
+    /// Its hold lost its seats before the payment finished.
+    SeatsLost,
+}
+
+/// Why a cancellation was given up under the order's lock.
+enum Refusal {
+    /// Its tickets are no longer what the caller read.
+    Changed,
+    /// A ticket went in at the door: its seat and when.
+    Admitted(String, DateTime<Utc>),
 }
 
 /// What a cancellation did.
@@ -169,7 +194,8 @@ pub struct Cancelled {
 
 const ORDER_COLUMNS: &str = "o.id, o.hold_id, o.showtime_id, o.movie_id, o.customer, \
      o.token_hash, o.seats, h.prices, o.amount, o.currency, o.status, o.payment_method, \
-     o.provider, o.payment_ref, o.refunded, o.failure, o.created_at, o.confirmed_at, o.updated_at";
+     o.provider, o.payment_ref, o.refunded, o.failure, o.created_at, o.confirmed_at, o.updated_at, \
+     h.claimants";
 
 fn order_from_row(row: &Row) -> Order {
     Order {
@@ -193,6 +219,7 @@ fn order_from_row(row: &Row) -> Order {
         confirmed_at: row.get(17),
         updated_at: row.get(18),
         tickets: Vec::new(),
+        claimants: row.get(19),
     }
 }
 
@@ -292,7 +319,7 @@ impl Storage {
                         transaction.query_opt(
                             "select h.token_hash, h.status, h.expires_at <= now(), \
                                  s.starts_at <= now(), h.seats, h.currency, h.prices, \
-                                 h.customer, h.showtime_id \
+                                 h.customer, h.showtime_id, h.claimants \
                              from holds h join showtimes s on s.id = h.showtime_id \
                              where h.id = $1 for update of h",
                             &hold_params,
@@ -354,6 +381,7 @@ impl Storage {
                     let amount: i64 = prices.iter().sum();
                     let customer: String = hold.get(7);
                     let showtime: Uuid = hold.get(8);
+                    let claimants: Vec<String> = hold.get(9);
                     // One round trip for every write; a hold found lapsed
                     // rolls them all back.
                     let seat_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
@@ -418,6 +446,7 @@ impl Storage {
                         confirmed_at: None,
                         updated_at: row.get(1),
                         tickets: Vec::new(),
+                        claimants,
                     })))))
                 })
             })
@@ -478,7 +507,8 @@ impl Storage {
         }
     }
 
-    /// Records a provider call about to be made.
+    /// Records a provider call about to be made; recording one again under
+    /// the same id returns it as it stands.
     pub async fn record_payment(
         &self,
         order: &Order,
@@ -493,6 +523,7 @@ impl Storage {
             .query_one(
                 "insert into payments (id, order_id, movie_id, kind, amount, status) \
                  values ($1, $2, $3, $4, $5, 'pending') \
+                 on conflict (id) do update set updated_at = payments.updated_at \
                  returning id, order_id, kind, amount, status, provider_ref",
                 &[&id, &order.id, &order.movie_id, &kind, &amount],
             )
@@ -562,8 +593,9 @@ impl Storage {
     }
 
     /// Sells the hold's seats, issues the tickets and confirms the order, in
-    /// one transaction. `None` when the order is no longer pending or its
-    /// seats are no longer held by its hold: the caller refunds.
+    /// one transaction; or says why not, under the order's lock: another
+    /// request or instance settled it first, or its seats are no longer
+    /// held by its hold.
     pub async fn confirm_order(
         &self,
         order: &Order,
@@ -572,10 +604,11 @@ impl Storage {
         status: u16,
         body: &Value,
         event: &Value,
-    ) -> Result<Option<Order>, Error> {
+    ) -> Result<Confirmation, Error> {
         let (order_id, hold_id, showtime) = (order.id, order.hold_id, order.showtime_id);
         let (authorization, capture, reference) =
             (paid.authorization, paid.capture, paid.reference.clone());
+        let fingerprint = paid.fingerprint.clone();
         let amount = order.amount;
         let seats = order.seats.clone();
         let ticket_ids: Vec<Uuid> = tickets.iter().map(|ticket| ticket.id).collect();
@@ -592,7 +625,8 @@ impl Storage {
                 prices.clone(),
                 codes.clone(),
             );
-            let (body, event, reference) = (body.clone(), event.clone(), reference.clone());
+            let (body, event, reference, fingerprint) =
+                (body.clone(), event.clone(), reference.clone(), fingerprint.clone());
             Box::pin(async move {
                 // The order, and its seats locked before they are counted,
                 // so no buyer can take a seat whose hold lapsed between the
@@ -601,9 +635,9 @@ impl Storage {
                     [&order_id];
                 let seat_lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
                     [&hold_id, &seats];
-                let (pending, still_held) = futures::try_join!(
-                    transaction.query_opt(
-                        "select 1 from orders where id = $1 and status = 'pending' for update",
+                let (current, still_held) = futures::try_join!(
+                    transaction.query_one(
+                        "select status from orders where id = $1 for update",
                         &order_lock_params,
                     ),
                     transaction.query_one(
@@ -612,9 +646,13 @@ impl Storage {
                         &seat_lock_params,
                     ),
                 )?;
+                let current: String = current.get(0);
+                if current != "pending" {
+                    return Ok(Outcome::Rollback(Err(Some(current))));
+                }
                 let still_held: i64 = still_held.get(0);
-                if pending.is_none() || usize::try_from(still_held).unwrap_or(0) != seats.len() {
-                    return Ok(Outcome::Rollback(None));
+                if usize::try_from(still_held).unwrap_or(0) != seats.len() {
+                    return Ok(Outcome::Rollback(Err(None)));
                 }
                 // Every write in one round trip. The provider calls that paid
                 // for the order are settled here rather than each in its own
@@ -624,8 +662,8 @@ impl Storage {
                     [&hold_id, &order_id, &seats];
                 let ticket_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
                     [&ticket_ids, &order_id, &showtime, &ticket_seats, &prices, &codes];
-                let confirm_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-                    [&order_id, &reference];
+                let confirm_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&order_id, &reference, &fingerprint];
                 let payment_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
                     [&capture, &order_id, &amount, &reference, &authorization];
                 let hold_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] =
@@ -650,7 +688,7 @@ impl Storage {
                     ),
                     transaction.query_one(
                         "update orders set status = 'confirmed', confirmed_at = now(), \
-                             payment_ref = $2, updated_at = now() \
+                             payment_ref = $2, card_fingerprint = $3, updated_at = now() \
                          where id = $1 returning confirmed_at",
                         &confirm_params,
                     ),
@@ -683,18 +721,22 @@ impl Storage {
                     ),
                 )?;
                 let confirmed_at: DateTime<Utc> = confirmed.get(0);
-                Ok(Outcome::Commit(Some(confirmed_at)))
+                Ok(Outcome::Commit(Ok(confirmed_at)))
             })
         })
             .await?;
-        Ok(confirmed.map(|confirmed_at| {
-            let mut confirmed = order.clone();
-            confirmed.status = "confirmed".to_owned();
-            confirmed.confirmed_at = Some(confirmed_at);
-            confirmed.payment_ref = Some(paid.reference.clone());
-            confirmed.tickets = tickets.iter().map(Ticket::from).collect();
-            confirmed
-        }))
+        Ok(match confirmed {
+            Ok(confirmed_at) => {
+                let mut confirmed = order.clone();
+                confirmed.status = "confirmed".to_owned();
+                confirmed.confirmed_at = Some(confirmed_at);
+                confirmed.payment_ref = Some(paid.reference.clone());
+                confirmed.tickets = tickets.iter().map(Ticket::from).collect();
+                Confirmation::Confirmed(Box::new(confirmed))
+            }
+            Err(Some(status)) => Confirmation::Settled(status),
+            Err(None) => Confirmation::SeatsLost,
+        })
     }
 
     /// Closes a pending order as failed and hands its hold back to the
@@ -806,6 +848,12 @@ impl Storage {
             .collect();
         let total: i64 = refunds.iter().sum();
         let (order_id, showtime, refund_id) = (order.id, order.showtime_id, cancellation.refund_id);
+        let by_staff = cancellation.by_staff;
+        let reason = if by_staff {
+            "cancelled by staff"
+        } else {
+            "cancelled by the customer"
+        };
         let payload = serde_json::json!({
             "order_id": order.id,
             "customer": order.customer,
@@ -834,7 +882,22 @@ impl Storage {
                         .await?
                         .get(0);
                     if usize::try_from(still_valid).unwrap_or(0) != ids.len() {
-                        return Ok(Outcome::Rollback(Err(())));
+                        return Ok(Outcome::Rollback(Err(Refusal::Changed)));
+                    }
+                    if !by_staff {
+                        let admitted = transaction
+                            .query_opt(
+                                "select seat, admitted_at from admissions where ticket_id = any($1) \
+                                 order by admitted_at limit 1",
+                                &[&ids],
+                            )
+                            .await?;
+                        if let Some(admitted) = admitted {
+                            return Ok(Outcome::Rollback(Err(Refusal::Admitted(
+                                admitted.get(0),
+                                admitted.get(1),
+                            ))));
+                        }
                     }
                     transaction
                         .execute(
@@ -874,6 +937,7 @@ impl Storage {
                     } else {
                         None
                     };
+                    crate::door::revoke(transaction, showtime, &ids, reason).await?;
                     outbox::record_payload(transaction, "order", order_id, "order.cancelled", &payload)
                         .await?;
                     outbox::record(transaction, "showtime", showtime, "seats.released").await?;
@@ -881,10 +945,15 @@ impl Storage {
                 })
             })
             .await?
-            .map_err(|()| {
-                Error::Conflict(format!(
+            .map_err(|refusal| match refusal {
+                Refusal::Changed => Error::Conflict(format!(
                     "order {order_id} changed while it was being cancelled; look at it again"
-                ))
+                )),
+                Refusal::Admitted(seat, at) => Error::Conflict(format!(
+                    "the ticket for {seat} was admitted at the door at {}; ask the cinema's staff \
+                     to cancel it",
+                    at.format("%Y-%m-%d %H:%M UTC")
+                )),
             })?;
         let order = self.order(order_id).await?.ok_or(Error::NotFound {
             what: "order",
@@ -897,20 +966,53 @@ impl Storage {
         })
     }
 
-    /// Pending orders older than `age` on every node: requests that crashed
-    /// or hung between payment and confirmation.
-    pub async fn stale_orders(&self, age: std::time::Duration) -> Result<Vec<Order>, Error> {
-        let seconds = age.as_secs_f64();
+    /// Seats of a showtime the card with `fingerprint` has paid for, in
+    /// confirmed orders.
+    pub async fn card_seats(&self, showtime: Uuid, fingerprint: &str) -> Result<usize, Error> {
+        let server = self.scoped_primary(showtime)?;
+        let client = server.get().await?;
+        let statement = client
+            .prepare_cached(
+                "select count(*) from tickets t join orders o on o.id = t.order_id \
+                 where o.showtime_id = $1 and o.card_fingerprint = $2 \
+                     and o.status = 'confirmed' and t.status = 'valid'",
+            )
+            .await
+            .map_err(|err| rejected(server, err))?;
+        let used: i64 = client
+            .query_one(&statement, &[&showtime, &fingerprint])
+            .await
+            .map_err(|err| rejected(server, err))?
+            .get(0);
+        Ok(usize::try_from(used).unwrap_or(usize::MAX))
+    }
+
+    /// Claims pending orders older than `age` on every node (requests that
+    /// crashed or hung between payment and confirmation) for `owner` until
+    /// `lease` from now. An order claimed by another instance whose lease
+    /// has not run out is skipped, so one instance settles each at a time,
+    /// and one that crashed mid-way is taken over after its lease.
+    pub async fn claim_stale_orders(
+        &self,
+        owner: Uuid,
+        age: std::time::Duration,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Order>, Error> {
+        let (age, lease) = (age.as_secs_f64(), lease.as_secs_f64());
         let mut orders = Vec::new();
         for shard in self.cluster().shards() {
             let server = &shard.primary;
             let client = server.get().await?;
             let ids = client
                 .query(
-                    "select id from orders where status = 'pending' \
-                         and updated_at < now() - make_interval(secs => $1) \
-                     order by updated_at limit 100",
-                    &[&seconds],
+                    "update orders set recovery_owner = $1, \
+                         recovery_until = now() + make_interval(secs => $3) \
+                     where id in (select id from orders where status = 'pending' \
+                             and updated_at < now() - make_interval(secs => $2) \
+                             and (recovery_until is null or recovery_until < now()) \
+                         order by updated_at limit 100 for update skip locked) \
+                     returning id",
+                    &[&owner, &age, &lease],
                 )
                 .await
                 .map_err(|err| rejected(server, err))?;

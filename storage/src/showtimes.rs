@@ -39,13 +39,17 @@ pub struct Showtime {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A waiting room is on: holds need a pass from its line.
+    pub waiting_room: bool,
 }
 
 const COLUMNS: &str = "s.id, s.movie_id, s.theater_id, s.screen_id, s.layout_id, s.starts_at, \
      s.ends_at, s.format, s.language, s.currency, s.prices, s.capacity, \
      s.capacity - (select count(*) from seat_states x where x.showtime_id = s.id \
          and (x.state <> 'held' or x.expires_at > now()))::int4, \
-     s.version, s.created_at, s.updated_at";
+     s.version, s.created_at, s.updated_at, \
+     exists (select 1 from waiting_rooms w where w.showtime_id = s.id and w.active \
+         and w.sold_out_at is null)";
 
 fn from_row(row: &Row) -> Showtime {
     let Json(prices): Json<Prices> = row.get(10);
@@ -68,6 +72,7 @@ fn from_row(row: &Row) -> Showtime {
         version: row.get(13),
         created_at: row.get(14),
         updated_at: row.get(15),
+        waiting_room: row.get(16),
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 use poem::web::Data;
+use poem::Request;
 use poem_openapi::auth::ApiKey;
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
@@ -25,7 +26,8 @@ use crate::body::{JsonBody, Validate};
 use crate::cache::Entry;
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
-use marquee_booking::{Access, OrderRequest, Render};
+use marquee_booking::room::Holder;
+use marquee_booking::{Access, Client, OrderRequest, Render};
 use marquee_storage::holds::{Hold as StoredHold, LockMode, LockPolicy, SeatChoice};
 use marquee_storage::orders::{Cancelled, Order as StoredOrder};
 use marquee_storage::seating::BestRequest;
@@ -66,6 +68,30 @@ pub(crate) enum Buyer {
     Account(SignedIn),
     #[oai(fallback)]
     Guest,
+}
+
+/// Who is asking: the network address the request came from, and the
+/// device id it sent, which must be one this service handed out.
+pub(crate) fn client_of(
+    state: &AppState,
+    req: &Request,
+    device: Option<&str>,
+) -> Result<Client, ApiError> {
+    if let Some(device) = device {
+        if !state.booking.clients().is_device(device) {
+            return Err(ApiError::unprocessable(
+                "the Device-Id header is not a device id this service handed out",
+                vec![FieldError::new(
+                    "Device-Id",
+                    "get one from POST /v1/devices and keep it",
+                )],
+            ));
+        }
+    }
+    Ok(Client {
+        address: crate::auth::client_ip(req),
+        device: device.map(str::to_owned),
+    })
 }
 
 /// "The best N seats together".
@@ -224,6 +250,18 @@ impl From<StoredHold> for Hold {
             extended: hold.extended,
         }
     }
+}
+
+/// A device id for the `Device-Id` header.
+#[derive(Debug, Clone, Object)]
+pub struct DeviceCreated {
+    device_id: String,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum DeviceCreatedResponse {
+    #[oai(status = 201)]
+    Created(Json<DeviceCreated>),
 }
 
 /// A new hold and the token that proves it is yours.
@@ -472,18 +510,6 @@ impl From<Cancelled> for CancellationView {
     }
 }
 
-/// The key door scanners verify ticket codes with.
-#[derive(Debug, Clone, Object)]
-pub struct SigningKey {
-    /// Always `Ed25519`.
-    algorithm: String,
-    /// The raw public key, base64url without padding.
-    public_key: String,
-    /// How a code is built: `MQT1.<payload>.<signature>`, the signature
-    /// covering `MQT1.<payload>`.
-    format: String,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
 #[oai(rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -601,7 +627,7 @@ pub(crate) fn renderer() -> &'static dyn Render {
     &Renderer
 }
 
-async fn seats_changed(state: &AppState, showtime: Uuid) {
+pub(crate) async fn seats_changed(state: &AppState, showtime: Uuid) {
     state
         .cache
         .invalidate(&[Entry::Showtime(showtime), Entry::SeatMap(showtime)])
@@ -683,14 +709,32 @@ impl BookingsApi {
         method = "post",
         tag = "ApiTags::Booking"
     )]
+    #[allow(clippy::too_many_arguments)]
     async fn hold(
         &self,
         state: Data<&Arc<AppState>>,
+        req: &Request,
         buyer: Buyer,
         id: Path<Uuid>,
+        /// A device id from `POST /v1/devices`, kept by the client: holds
+        /// from one device count together.
+        #[oai(name = "Device-Id")]
+        device: Header<Option<String>>,
+        /// While the showtime's waiting room is on: the pass of your place
+        /// in line (`POST /v1/showtimes/{id}/queue`).
+        #[oai(name = "Queue-Pass")]
+        pass: Header<Option<String>>,
         body: JsonBody<HoldBody>,
     ) -> Result<HoldCreatedResponse, ApiError> {
         let body = body.0;
+        let client = client_of(&state, req, device.0.as_deref())?;
+        let holder = match &buyer {
+            Buyer::Account(account) => Some(Holder::Account(account.0.user)),
+            Buyer::Guest => client.device.clone().map(Holder::Device),
+        };
+        let room = state
+            .booking
+            .room_entry(id.0, holder.as_ref(), pass.0.as_deref())?;
         let (customer, owner_token, account) = match (&buyer, body.email) {
             (Buyer::Account(account), _) => (
                 marquee_storage::accounts::customer_of(account.0.user),
@@ -720,7 +764,7 @@ impl BookingsApi {
         };
         let (hold, token) = state
             .booking
-            .hold(id.0, &customer, &choice, owner_token)
+            .hold(id.0, &customer, &choice, owner_token, &client, room)
             .await?;
         seats_changed(&state, id.0).await;
         if let Some(user) = account {
@@ -734,6 +778,23 @@ impl BookingsApi {
             }),
             location,
         ))
+    }
+
+    /// Get a device id
+    ///
+    /// An id for this device, to send as the `Device-Id` header on holds
+    /// and waiting-room places and to keep (reloading the page, or a
+    /// second tab, sends the same one). Holds from one device count
+    /// together against the limits on unpaid seats.
+    #[oai(path = "/v1/devices", method = "post", tag = "ApiTags::Booking")]
+    async fn device(&self, state: Data<&Arc<AppState>>) -> Result<DeviceCreatedResponse, ApiError> {
+        let device_id = state.booking.clients().new_device().ok_or_else(|| {
+            tracing::error!("the system random source failed");
+            ApiError::internal()
+        })?;
+        Ok(DeviceCreatedResponse::Created(Json(DeviceCreated {
+            device_id,
+        })))
     }
 
     /// A hold
@@ -914,22 +975,6 @@ impl BookingsApi {
             .await?;
         seats_changed(&state, cancelled.order.showtime_id).await;
         Ok(Json(cancelled.into()))
-    }
-
-    /// Ticket signing key
-    ///
-    /// The public key that verifies ticket codes offline.
-    #[oai(
-        path = "/v1/tickets/signing-key",
-        method = "get",
-        tag = "ApiTags::Booking"
-    )]
-    async fn signing_key(&self, state: Data<&Arc<AppState>>) -> Result<Json<SigningKey>, ApiError> {
-        Ok(Json(SigningKey {
-            algorithm: "Ed25519".to_owned(),
-            public_key: state.booking.signer().public_key(),
-            format: "MQT1.<payload>.<signature>".to_owned(),
-        }))
     }
 
     /// An order, for staff

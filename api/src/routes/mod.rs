@@ -3,9 +3,11 @@
 
 mod accounts;
 mod bookings;
+mod door;
 mod inbox;
 mod movies;
 mod ops;
+mod queue;
 mod search;
 mod shards;
 mod showtimes;
@@ -32,6 +34,8 @@ enum ApiTags {
     Search,
     /// Holds, orders, tickets and cancellations.
     Booking,
+    /// Admitting tickets at the door, online and offline; door staff.
+    Door,
     /// Registration, sign-in, sessions, profile and account data.
     Accounts,
     /// Catalogue, orders, accounts and audit for staff; each route names
@@ -49,6 +53,8 @@ pub type Service = OpenApiService<
         showtimes::ShowtimesApi,
         search::SearchApi,
         bookings::BookingsApi,
+        door::DoorApi,
+        queue::QueueApi,
         accounts::AccountsApi,
         inbox::InboxApi,
         subscriptions::SubscriptionsApi,
@@ -68,6 +74,8 @@ pub fn service(server: &str) -> Service {
             showtimes::ShowtimesApi,
             search::SearchApi,
             bookings::BookingsApi,
+            door::DoorApi,
+            queue::QueueApi,
             accounts::AccountsApi,
             inbox::InboxApi,
             subscriptions::SubscriptionsApi,

@@ -155,6 +155,9 @@ pub struct Showtime {
     in_progress: bool,
     /// Seats can be bought now.
     bookable: bool,
+    /// A waiting room is on: join its line (`POST .../queue`) for a pass
+    /// to hold seats with.
+    waiting_room: bool,
     /// Set when an in-progress showtime was asked for explicitly.
     #[oai(skip_serializing_if_is_none)]
     warning: Option<String>,
@@ -192,6 +195,7 @@ impl From<StoredShowtime> for Showtime {
             seats_available: showtime.seats_available,
             in_progress: false,
             bookable: false,
+            waiting_room: showtime.waiting_room,
             warning: None,
             version: showtime.version,
         }

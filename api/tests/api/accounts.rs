@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::booking::{hold, pay, show};
-use crate::helpers::{assert_problem, root, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{assert_problem, recent_mail, spawn_app, spawn_app_with, TestApp};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -66,24 +66,20 @@ fn unquote(text: &str) -> String {
 
 /// Every message the sink holds for `to`, oldest first.
 async fn mail_to(to: &str) -> Vec<String> {
-    let dir = root().join("var/mail/new");
     let mut found: Vec<(std::time::SystemTime, String)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for entry in entries.flatten() {
-            let Ok(text) = std::fs::read_to_string(entry.path()) else {
-                continue;
-            };
-            let text = unquote(&text);
-            if text
-                .lines()
-                .any(|line| line.to_ascii_lowercase().starts_with("to:") && line.contains(to))
-            {
-                let modified = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(std::time::UNIX_EPOCH);
-                found.push((modified, text));
-            }
+    for path in recent_mail() {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let text = unquote(&text);
+        if text
+            .lines()
+            .any(|line| line.to_ascii_lowercase().starts_with("to:") && line.contains(to))
+        {
+            let modified = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            found.push((modified, text));
         }
     }
     found.sort_by_key(|entry| entry.0);
@@ -220,7 +216,7 @@ pub fn user_id(tokens: &Value) -> Uuid {
 }
 
 /// Makes `email`'s account `role` through the operator token.
-async fn promote(app: &TestApp, tokens: &Value, role: &str) {
+pub async fn promote(app: &TestApp, tokens: &Value, role: &str) {
     let response = app
         .client
         .put(app.url(&format!(
@@ -236,7 +232,7 @@ async fn promote(app: &TestApp, tokens: &Value, role: &str) {
 }
 
 /// Enrols a second factor and returns its secret.
-async fn enrol_totp(app: &TestApp, tokens: &Value) -> Vec<u8> {
+pub async fn enrol_totp(app: &TestApp, tokens: &Value) -> Vec<u8> {
     let enrolment: Value = post(
         app,
         "/v1/me/totp",

@@ -5,8 +5,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marquee_booking::tickets::verify_with;
-use marquee_storage::holds::{LockMode, LockPolicy, SeatChoice};
+use marquee_booking::fairness::{Client, ClientKeys};
+use marquee_booking::tickets::{verify_with, PublicKey};
+use marquee_ratelimit::{Slots, SlotsSettings};
+use marquee_storage::holds::{LockMode, LockPolicy, RoomEntry, SeatChoice};
 use marquee_storage::seating::BestRequest;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -126,15 +128,26 @@ async fn a_customer_holds_seats_pays_and_gets_signed_tickets() {
     let tickets = order["tickets"].as_array().expect("tickets");
     assert_eq!(tickets.len(), 2);
 
-    let key: Value = app
+    let set: Value = app
         .get("/v1/tickets/signing-key")
         .await
         .json()
         .await
         .expect("json");
-    let public_key = key["public_key"].as_str().expect("key");
+    let keys: Vec<PublicKey> = set["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|key| PublicKey {
+            kid: key["kid"].as_str().expect("kid").to_owned(),
+            x: key["x"].as_str().expect("x").to_owned(),
+            current: key["status"] == "current",
+            verify_until: None,
+        })
+        .collect();
+    assert_eq!(keys.len(), 1);
     for ticket in tickets {
-        let claims = verify_with(public_key, ticket["code"].as_str().expect("code"))
+        let claims = verify_with(&keys, ticket["code"].as_str().expect("code"))
             .expect("a genuine ticket verifies");
         assert_eq!(claims.seat, ticket["seat"].as_str().expect("seat"));
         assert_eq!(claims.showtime, showtime);
@@ -348,8 +361,8 @@ async fn one_customer_cannot_hold_more_than_the_limit_of_a_showtime() {
         json!({"email": "Scalper@Example.com", "seats": ["B-3", "B-4"]}),
     )
     .await;
-    let problem = assert_problem(over, 422).await;
-    assert_eq!(problem["errors"][0]["field"], "seats");
+    let problem = assert_problem(over, 429).await;
+    assert_eq!(problem["type"], "urn:marquee:problem:unpaid-seat-limit");
     held(&app, showtime, "scalper@example.com", &["B-3"]).await;
     assert_eq!(
         count_where(
@@ -681,7 +694,14 @@ async fn race(app: &TestApp, policy: LockPolicy, buyers: usize) {
                     })
                 };
                 booking
-                    .hold(showtime, &format!("buyer{i}@example.com"), &choice, None)
+                    .hold(
+                        showtime,
+                        &format!("buyer{i}@example.com"),
+                        &choice,
+                        None,
+                        &Client::default(),
+                        RoomEntry::NoPass,
+                    )
                     .await
                     .map(|(hold, _)| hold)
             })
@@ -767,6 +787,8 @@ async fn contention_switches_a_showtime_to_pessimistic_and_admins_see_it() {
                             &format!("r{round}b{i}@example.com"),
                             &choice,
                             None,
+                            &Client::default(),
+                            RoomEntry::NoPass,
                         )
                         .await;
                 })
@@ -857,6 +879,7 @@ async fn a_payment_captured_before_a_crash_is_confirmed_or_refunded_by_recovery(
     }));
     let settings = marquee_booking::Settings {
         recovery_after_seconds: 0,
+        ticket_signing_secret: "a ticket key for the recovery test, long enough".to_owned(),
         ..marquee_booking::Settings::default()
     };
     let booking = marquee_booking::Booking::new(
@@ -864,6 +887,12 @@ async fn a_payment_captured_before_a_crash_is_confirmed_or_refunded_by_recovery(
         provider.clone(),
         settings,
         &prometheus::Registry::new(),
+        ClientKeys::new(b"recovery test client keys"),
+        Slots::new(
+            None,
+            format!("{}live", app.schema.name),
+            SlotsSettings::default(),
+        ),
     )
     .expect("booking");
 
@@ -873,7 +902,14 @@ async fn a_payment_captured_before_a_crash_is_confirmed_or_refunded_by_recovery(
     for (email, seat) in [("kept@example.com", "A-3"), ("lost@example.com", "B-3")] {
         let choice = SeatChoice::Seats(vec![seat.to_owned()]);
         let (hold, token) = booking
-            .hold(showtime, email, &choice, None)
+            .hold(
+                showtime,
+                email,
+                &choice,
+                None,
+                &Client::default(),
+                RoomEntry::NoPass,
+            )
             .await
             .expect("hold");
         let token_hash = marquee_booking::token_hash(&token);
@@ -989,7 +1025,17 @@ async fn bookings_made_while_their_movie_moves_all_survive_once_and_no_seat_sell
                     // busy machine may take.
                     let mut placed = None;
                     for _ in 0..400 {
-                        match booking.hold(showtime, &email, &choice, None).await {
+                        match booking
+                            .hold(
+                                showtime,
+                                &email,
+                                &choice,
+                                None,
+                                &Client::default(),
+                                RoomEntry::NoPass,
+                            )
+                            .await
+                        {
                             Ok(held) => {
                                 placed = Some(held);
                                 break;
@@ -1001,10 +1047,12 @@ async fn bookings_made_while_their_movie_moves_all_survive_once_and_no_seat_sell
                         continue;
                     };
                     let key = Uuid::new_v4().to_string();
+                    // A card of its own per buyer: one card pays for no
+                    // more seats of a showtime than one customer may.
                     let request = marquee_booking::OrderRequest {
                         hold_id: hold.id,
                         method: "card".to_owned(),
-                        token: "tok_visa".to_owned(),
+                        token: format!("tok_visa_{}", hold.id),
                     };
                     for _ in 0..400 {
                         match booking.place_order(&key, &request, &token, &Plain).await {

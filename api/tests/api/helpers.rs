@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use marquee::settings::Settings;
 use marquee::startup::Application;
@@ -22,6 +22,28 @@ pub fn root() -> PathBuf {
     let manifest = std::env::var("CARGO_MANIFEST_DIR")
         .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
     PathBuf::from(manifest).join("..")
+}
+
+/// Messages the SMTP sink received since this test began, in no order. The
+/// sink keeps every message of every earlier run, so reading them all on
+/// each poll would make a test slower with every run on the same cluster.
+pub fn recent_mail() -> Vec<PathBuf> {
+    static STARTED: OnceLock<SystemTime> = OnceLock::new();
+    // The slack covers coarse file times; one test process runs one test.
+    let since = *STARTED.get_or_init(|| SystemTime::now() - Duration::from_secs(5));
+    let dir = root().join("var/mail/new");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified >= since)
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 /// A schema of its own on the catalog and on every shard node (replicas
@@ -59,6 +81,26 @@ impl TestSchema {
                 "MARQUEE__JOBS__RELEASES_DIR",
                 dir.join("releases").display().to_string(),
             ),
+            // Every test client shares one address, and tests race
+            // hundreds of buyers, who would turn a waiting room on: the
+            // tests of those limits and of rooms set them themselves.
+            (
+                "MARQUEE__BOOKING__FAIRNESS__MAX_UNPAID_SEATS_PER_DEVICE",
+                "100000".to_owned(),
+            ),
+            (
+                "MARQUEE__BOOKING__FAIRNESS__MAX_UNPAID_SEATS_PER_ADDRESS",
+                "100000".to_owned(),
+            ),
+            (
+                "MARQUEE__BOOKING__FAIRNESS__MAX_LIVE_HOLDS_PER_DEVICE",
+                "100000".to_owned(),
+            ),
+            (
+                "MARQUEE__BOOKING__FAIRNESS__MAX_LIVE_HOLDS_PER_ADDRESS",
+                "100000".to_owned(),
+            ),
+            ("MARQUEE__BOOKING__WAITING_ROOM__AUTO", "false".to_owned()),
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))

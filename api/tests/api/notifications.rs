@@ -15,16 +15,15 @@ use uuid::Uuid;
 
 use crate::accounts::unique_email;
 use crate::booking::{held, pay, show};
-use crate::helpers::{root, spawn_app, PrivateBroker, TestApp};
+use crate::helpers::{recent_mail, spawn_app, PrivateBroker, TestApp};
 
 /// Every message the sink holds for `to`, raw, once at least `count` have
 /// arrived (the consumer group may take a few seconds to be assigned).
 async fn messages_to(to: &str, count: usize) -> Vec<Vec<u8>> {
-    let dir = root().join("var/mail/new");
     for _ in 0..600 {
         let mut found = Vec::new();
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let Ok(raw) = std::fs::read(entry.path()) else {
+        for path in recent_mail() {
+            let Ok(raw) = std::fs::read(&path) else {
                 continue;
             };
             let header_end = raw

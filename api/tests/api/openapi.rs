@@ -45,7 +45,8 @@ fn every_operation_declares_the_errors_the_edge_can_answer() {
 }
 
 /// Operations anyone may call, each for a reason: probes, browsing the
-/// catalogue, the ticket key scanners need, and the ways into an account
+/// catalogue (a showtime's waiting room included), the ticket keys
+/// scanners need, a device id for guests, and the ways into an account
 /// (which cannot need one).
 const PUBLIC: &[&str] = &[
     "GET /healthz",
@@ -57,6 +58,8 @@ const PUBLIC: &[&str] = &[
     "GET /v1/search/suggest",
     "GET /v1/showtimes/{id}",
     "GET /v1/showtimes/{id}/seats",
+    "GET /v1/showtimes/{id}/waiting-room",
+    "POST /v1/devices",
     "GET /v1/theaters",
     "GET /v1/theaters/{id}",
     "GET /v1/theaters/{id}/screens",

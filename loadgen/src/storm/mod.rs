@@ -405,7 +405,7 @@ async fn scrape(client: &reqwest::Client, base: &str) -> anyhow::Result<Scrape> 
 }
 
 /// A short tag that names this run's theaters and movies.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let seconds = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());

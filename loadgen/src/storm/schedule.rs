@@ -38,8 +38,8 @@ struct Progress {
     locking: AtomicUsize,
 }
 
-/// Creates the showtimes of `plan`, with its locking policy, and returns
-/// their ids.
+/// Creates the showtimes of `plan`, with its locking policy and no waiting
+/// room, and returns their ids.
 pub async fn create(admin: &Admin, plan: &Plan, run: &str) -> anyhow::Result<Vec<String>> {
     let layout = layout(plan.seats_per_showtime)?;
     let screens = plan.showtimes.div_ceil(DAYS);
@@ -119,12 +119,21 @@ pub async fn create(admin: &Admin, plan: &Plan, run: &str) -> anyhow::Result<Vec
     in_flight(0..plan.showtimes, |index| {
         let path = format!("/v1/admin/showtimes/{}/locking", showtime_ids[index]);
         let body = json!({ "policy": policy });
+        // A storm measures the seat claims themselves; a waiting room the
+        // rush would turn on stands in front of them, so it stays off.
+        let room = format!("/v1/admin/showtimes/{}/waiting-room", showtime_ids[index]);
         async move {
             let locking = admin.put(&path, &body).await?;
             anyhow::ensure!(
                 locking["policy"] == policy,
                 "PUT {path} left the policy at {}",
                 locking["policy"]
+            );
+            let room = admin.put(&room, &json!({ "mode": "off" })).await?;
+            anyhow::ensure!(
+                room["mode"] == "off",
+                "the waiting room stayed {}",
+                room["mode"]
             );
             progress.locking.fetch_add(1, Ordering::Relaxed);
             Ok(())

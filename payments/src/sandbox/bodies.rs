@@ -47,6 +47,9 @@ pub(crate) struct Intent {
     pub reference: String,
     pub amount_captured: i64,
     pub amount_refunded: i64,
+    /// The card's fingerprint: the same for every token of one card.
+    #[serde(default)]
+    pub card_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -110,6 +110,7 @@ impl PaymentProvider for SandboxCardProvider {
             id: intent.id,
             amount: intent.amount,
             currency: intent.currency,
+            fingerprint: intent.card_fingerprint,
         })
     }
 
@@ -260,5 +261,6 @@ fn record(intent: Intent) -> PaymentRecord {
         currency: intent.currency,
         captured: intent.amount_captured,
         refunded: intent.amount_refunded,
+        fingerprint: intent.card_fingerprint,
     }
 }

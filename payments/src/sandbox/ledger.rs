@@ -162,6 +162,7 @@ impl Ledger {
             reference: request.reference.clone(),
             amount_captured: 0,
             amount_refunded: 0,
+            card_fingerprint: Some(tokens::fingerprint(&request.payment_method)),
         };
         self.by_reference
             .entry(intent.reference.clone())

@@ -55,9 +55,41 @@ pub(crate) fn behaviour(payment_method: &str) -> Result<Behaviour, Refusal> {
     }
     TOKENS
         .iter()
-        .find(|(token, _)| *token == payment_method)
+        .find(|(token, _)| *token == card_of(payment_method))
         .map(|(_, behaviour)| *behaviour)
         .ok_or_else(|| Refusal::invalid("token_unknown", "no such card token"))
+}
+
+/// Test cards that approve may be named apart, `tok_visa_<label>`, to stand
+/// for many different cards of one brand: each label is a card of its own,
+/// with its own fingerprint.
+fn card_of(payment_method: &str) -> &str {
+    for brand in ["tok_visa", "tok_mastercard", "tok_amex"] {
+        if let Some(label) = payment_method
+            .strip_prefix(brand)
+            .and_then(|rest| rest.strip_prefix('_'))
+        {
+            if (1..=64).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return brand;
+            }
+        }
+    }
+    payment_method
+}
+
+/// What identifies the card behind a token, as a real gateway's card
+/// fingerprint does: the same for every token of one card, and not the
+/// card's number.
+pub(crate) fn fingerprint(payment_method: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    "marquee sandbox card".hash(&mut hasher);
+    payment_method.hash(&mut hasher);
+    format!("fp_{:016x}", hasher.finish())
 }
 
 /// 12 to 19 digits, the lengths of card numbers, with or without the
@@ -148,6 +180,23 @@ mod tests {
             redact_card_numbers("amount 1200 - 300"),
             "amount 1200 - 300"
         );
+    }
+
+    #[test]
+    fn labelled_test_cards_behave_like_their_brand_with_fingerprints_of_their_own() {
+        assert_eq!(behaviour("tok_visa_buyer-17").unwrap(), Behaviour::Approve);
+        assert_eq!(behaviour("tok_amex_a").unwrap(), Behaviour::Approve);
+        assert_eq!(
+            behaviour("tok_visa_").unwrap_err().body().error.code,
+            "token_unknown"
+        );
+        assert_eq!(
+            behaviour("tok_visa_a b").unwrap_err().body().error.code,
+            "token_unknown"
+        );
+        assert_eq!(fingerprint("tok_visa"), fingerprint("tok_visa"));
+        assert_ne!(fingerprint("tok_visa"), fingerprint("tok_visa_1"));
+        assert_ne!(fingerprint("tok_visa_1"), fingerprint("tok_visa_2"));
     }
 
     #[test]
