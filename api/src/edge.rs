@@ -158,6 +158,16 @@ pub struct Edge {
     pub max_body_bytes: usize,
 }
 
+/// The first query parameter whose value holds a NUL character. No text
+/// column can store one, so every route refuses it here, by name, rather
+/// than each handler knowing it. A query can only carry NUL as `%00`.
+fn nul_parameter(req: &Request) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        value.contains("%00").then(|| name.to_owned())
+    })
+}
+
 /// Wraps the application endpoint in the edge.
 pub fn wrap<E: Endpoint + 'static>(inner: E, edge: Arc<Edge>) -> impl Endpoint<Output = Response> {
     let inner = Arc::new(inner);
@@ -222,6 +232,15 @@ async fn serve<E: Endpoint>(inner: &E, edge: &Edge, mut req: Request) -> Respons
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             response
+        }
+        (None, Some(Ok(_))) if nul_parameter(&req).is_some() => {
+            let name = nul_parameter(&req).unwrap_or_default();
+            problem::render(
+                poem::Error::from_response(
+                    crate::routes::invalid_parameter(&name, "must not contain NUL").into_response(),
+                ),
+                None,
+            )
         }
         (None, Some(Ok(body))) => {
             req.set_body(body);
@@ -299,11 +318,13 @@ fn waited(decision: Decision) -> Option<u64> {
     }
 }
 
-/// Routes that take credentials: sign-in, registration, resets, and the
-/// pages that spend a mailed link.
+/// Routes that take credentials (sign-in, registration, resets, and the
+/// pages that spend a mailed link), and the one that hands out device ids,
+/// which would otherwise be minted in bulk.
 fn credential_route(method: &Method, path: &str) -> bool {
     method == Method::POST
         && ((path.starts_with("/v1/auth/") && path != "/v1/auth/logout")
+            || path == "/v1/devices"
             || crate::pages::is_page(path))
 }
 

@@ -43,6 +43,24 @@ async fn an_out_of_range_query_parameter_is_a_400_problem() {
 }
 
 #[tokio::test]
+async fn a_nul_in_any_query_parameter_is_a_422_naming_it_on_every_route() {
+    let app = spawn_app().await;
+
+    for (path, name) in [
+        ("/v1/theaters?city=Bos%00ton", "city"),
+        ("/v1/movies?title=%00", "title"),
+        ("/v1/search?q=ok&city=a%00b", "city"),
+    ] {
+        let body = assert_problem(app.get(path).await, 422).await;
+        assert_eq!(body["errors"][0]["field"], name, "{path}");
+    }
+    assert_eq!(
+        app.get("/v1/theaters?city=Boston").await.status().as_u16(),
+        200
+    );
+}
+
+#[tokio::test]
 async fn malformed_json_is_a_400_problem_and_writes_nothing() {
     let app = spawn_app().await;
 
