@@ -10,7 +10,7 @@ use deadpool_postgres::{
 use futures::future::join_all;
 use tokio_postgres::NoTls;
 
-use crate::config::{ClusterConfig, Endpoint, PoolConfig};
+use crate::config::{ClusterConfig, Endpoint, PoolConfig, Session};
 use crate::placement::{hash_key, NodeId, Placement};
 use crate::Error;
 
@@ -50,8 +50,12 @@ impl Server {
         schema: &str,
         config: &PoolConfig,
     ) -> Self {
+        let session = match role {
+            Role::Replica => Session::Reads,
+            Role::Catalog | Role::Primary => Session::Writes,
+        };
         let manager = Manager::from_config(
-            endpoint.pg_config(schema, config),
+            endpoint.pg_config(schema, config, session),
             NoTls,
             ManagerConfig {
                 // A connection whose socket has closed is replaced; a round
@@ -148,6 +152,13 @@ impl Server {
             .map_err(|err| self.query_error(err))?;
         let in_recovery: bool = row.get(0);
         let lsn: Option<String> = row.get(1);
+        if !self.endpoint.failover.is_empty() && in_recovery != (self.role == Role::Replica) {
+            // The member these connections reach changed role (a failover
+            // or switchover): they are dropped, so that new ones find the
+            // member that holds this role now.
+            drop(deadpool_postgres::Object::take(client));
+            self.pool.retain(|_, _| false);
+        }
         Ok((in_recovery, lsn.as_deref().and_then(parse_lsn)))
     }
 }

@@ -18,6 +18,6 @@ pub mod placement;
 pub mod simulate;
 
 pub use cluster::{Cluster, HealthState, NodeHealth, PoolStats, Role, Routing, Server, ShardNode};
-pub use config::{ClusterConfig, Endpoint, PoolConfig, ShardConfig};
+pub use config::{ClusterConfig, Endpoint, PoolConfig, Session, ShardConfig};
 pub use error::Error;
 pub use placement::{NodeId, Placement};

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use marquee::settings::Settings;
 use marquee::startup::Application;
 use marquee::state::AppState;
-use marquee_sharding::{Cluster, Endpoint};
+use marquee_sharding::{Cluster, Endpoint, Session};
 use marquee_storage::Storage;
 use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
@@ -161,16 +161,38 @@ impl Drop for TestSchema {
 
 /// A direct connection to one server, bypassing the application.
 pub async fn connect(endpoint: &Endpoint) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&endpoint.host)
-        .port(endpoint.port)
-        .user(&endpoint.user)
-        .dbname(&endpoint.dbname)
-        .connect_timeout(std::time::Duration::from_secs(5));
+    connect_for(endpoint, Session::Writes).await
+}
+
+/// A direct connection to the member of an endpoint that serves `session`.
+pub async fn connect_for(
+    endpoint: &Endpoint,
+    session: Session,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = endpoint.connect_config(session);
+    config.connect_timeout(std::time::Duration::from_secs(5));
     let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// Where an endpoint's primary is now: after a failover it may be any
+/// member the endpoint lists.
+pub async fn primary_address(endpoint: &Endpoint) -> std::net::SocketAddr {
+    member_address(endpoint, Session::Writes).await
+}
+
+/// Where the member of an endpoint that serves `session` is now.
+pub async fn member_address(endpoint: &Endpoint, session: Session) -> std::net::SocketAddr {
+    let client = connect_for(endpoint, session)
+        .await
+        .expect("the member answers");
+    let row = client
+        .query_one("select host(inet_server_addr()), inet_server_port()", &[])
+        .await
+        .expect("address");
+    let (host, port): (String, i32) = (row.get(0), row.get(1));
+    format!("{host}:{port}").parse().expect("address")
 }
 
 pub struct TestApp {
@@ -361,15 +383,17 @@ pub fn home_of(app: &TestApp, id: Uuid) -> String {
 /// An application whose connection to one shard's primary runs through a
 /// chaos proxy, so the test can cut or slow that node alone.
 pub async fn spawn_app_behind_proxy(shard: usize) -> (marquee_chaos::Proxy, TestApp) {
-    let upstream: std::net::SocketAddr = {
-        let primary = &TestSchema::new().settings.database.shards[shard].primary;
-        format!("{}:{}", primary.host, primary.port)
-            .parse()
-            .expect("address")
-    };
+    let upstream =
+        primary_address(&TestSchema::new().settings.database.shards[shard].primary).await;
     let proxy = marquee_chaos::Proxy::start(upstream).await.expect("proxy");
     let port = proxy.addr().port();
-    let app = spawn_app_with(|settings| settings.database.shards[shard].primary.port = port).await;
+    let app = spawn_app_with(|settings| {
+        let primary = &mut settings.database.shards[shard].primary;
+        primary.port = port;
+        // Only the proxy: a failover member would route around its faults.
+        primary.failover.clear();
+    })
+    .await;
     (proxy, app)
 }
 

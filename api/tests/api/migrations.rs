@@ -1,9 +1,10 @@
 use std::time::Duration;
 
 use marquee::startup::{Application, StartupError};
+use marquee_sharding::{Endpoint, Session};
 use marquee_storage::Error;
 
-use crate::helpers::{connect, TestSchema};
+use crate::helpers::{connect, connect_for, member_address, TestSchema};
 
 #[tokio::test]
 async fn migrating_twice_applies_everything_once() {
@@ -82,7 +83,7 @@ async fn replicas_receive_the_schema_by_streaming() {
 
     for shard in &schema.settings.database.shards {
         let replica = shard.replica.as_ref().expect("local shards have replicas");
-        let client = connect(replica).await.expect("connect");
+        let client = connect_for(replica, Session::Reads).await.expect("connect");
         let mut visible = false;
         for _ in 0..50 {
             visible = client
@@ -110,7 +111,15 @@ async fn replicas_receive_the_schema_by_streaming() {
 async fn migrations_are_refused_on_a_replica() {
     let mut schema = TestSchema::new();
     let shard = &mut schema.settings.database.shards[2];
-    shard.primary = shard.replica.clone().expect("replica");
+    let replica = shard.replica.clone().expect("replica");
+    let standby = member_address(&replica, Session::Reads).await;
+    // The standby alone, as a misconfigured endpoint would name it.
+    shard.primary = Endpoint {
+        host: standby.ip().to_string(),
+        port: standby.port(),
+        failover: Vec::new(),
+        ..replica
+    };
 
     let err = schema
         .storage()

@@ -1,21 +1,19 @@
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use marquee_chaos::Proxy;
 
-use crate::helpers::{spawn_app_with, TestSchema};
+use crate::helpers::{primary_address, spawn_app_with, TestSchema};
 
 #[tokio::test]
 async fn a_request_in_flight_completes_during_graceful_shutdown() {
-    let upstream: SocketAddr = {
-        let catalog = &TestSchema::new().settings.database.catalog;
-        format!("{}:{}", catalog.host, catalog.port)
-            .parse()
-            .expect("address")
-    };
+    let upstream = primary_address(&TestSchema::new().settings.database.catalog).await;
     let proxy = Proxy::start(upstream).await.expect("proxy");
     let port = proxy.addr().port();
-    let mut app = spawn_app_with(|settings| settings.database.catalog.port = port).await;
+    let mut app = spawn_app_with(|settings| {
+        settings.database.catalog.port = port;
+        settings.database.catalog.failover.clear();
+    })
+    .await;
     // Readiness waits on the catalog, which now answers slowly.
     proxy.set_latency(Duration::from_millis(400));
     let in_flight = tokio::spawn({

@@ -13,6 +13,7 @@ async fn an_unreachable_shard_stops_startup_naming_it_and_why() {
         .local_addr()
         .expect("addr");
     schema.settings.database.shards[1].primary.port = closed.port();
+    schema.settings.database.shards[1].primary.failover.clear();
 
     let err = Application::build(schema.settings.clone())
         .await
