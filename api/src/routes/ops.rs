@@ -18,19 +18,34 @@ struct Liveness {
     status: String,
 }
 
-/// Every dependency answered.
+/// The service can sell: the catalog and every shard primary answered.
 #[derive(Debug, Object)]
 struct Ready {
+    /// `ready`, or `degraded` while a replica, Redis or the broker is down
+    /// (`detail` names them): reads fall back to primaries, caches and
+    /// limits to each instance, and events wait in the outbox.
     status: String,
+    #[oai(skip_serializing_if_is_none)]
+    detail: Option<String>,
     components: Vec<ComponentStatus>,
+}
+
+/// Whether a component being down stops the service from selling. Without a
+/// replica, Redis or the broker it still sells, so taking every instance
+/// out of a load balancer for one of them would turn a degradation into an
+/// outage.
+fn required(component: &str) -> bool {
+    component == "catalog" || component.ends_with("/primary")
 }
 
 #[derive(Debug, ApiResponse)]
 enum ReadyResponse {
-    /// Every shard primary and replica, Redis and the broker are up.
+    /// The catalog and every shard primary are up; `status` says whether
+    /// anything else is down.
     #[oai(status = 200)]
     Ready(Json<Ready>),
-    /// A dependency is down; `detail` names it and `components` lists them all.
+    /// The catalog or a shard primary is down; `detail` names what is down
+    /// and `components` lists them all.
     #[oai(status = 503, content_type = "application/problem+json")]
     NotReady(Json<Problem>, #[oai(header = "Retry-After")] u64),
 }
@@ -46,7 +61,8 @@ impl OpsApi {
     }
 
     /// Readiness: probes the catalog, every shard primary and replica (with
-    /// replica lag), Redis and the broker.
+    /// replica lag), Redis and the broker. Ready while the catalog and every
+    /// primary answer; the rest only degrade it.
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self, state: Data<&Arc<AppState>>) -> ReadyResponse {
         let components = state.readiness.check().await;
@@ -58,9 +74,13 @@ impl OpsApi {
                 None => c.name.clone(),
             })
             .collect();
-        if down.is_empty() {
+        let blocking = components
+            .iter()
+            .any(|c| c.status != "up" && required(&c.name));
+        if !blocking {
             return ReadyResponse::Ready(Json(Ready {
-                status: "ready".to_owned(),
+                status: if down.is_empty() { "ready" } else { "degraded" }.to_owned(),
+                detail: (!down.is_empty()).then(|| format!("degraded: {}", down.join("; "))),
                 components,
             }));
         }

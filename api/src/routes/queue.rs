@@ -421,7 +421,7 @@ impl QueueApi {
         #[oai(default, validator(minimum(value = "0"), maximum(value = "30")))]
         wait: Query<u64>,
         /// The `ahead` of the last answer: wait for fewer.
-        #[oai(validator(minimum(value = "0")))]
+        #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
         ahead: Query<Option<u64>>,
     ) -> Result<Json<PlaceResponse>, ApiError> {
         let holder = holder(&state, req, &buyer, device.0.as_deref())?;

@@ -1130,3 +1130,21 @@ async fn bookings_made_while_their_movie_moves_all_survive_once_and_no_seat_sell
     );
     assert_eq!(crate::helpers::holders(&app, movie).await, vec![home]);
 }
+
+#[tokio::test]
+async fn seats_are_held_and_paid_for_while_redis_is_down_and_readiness_says_degraded() {
+    let app = spawn_app_with(|settings| {
+        settings.redis.url = "redis://127.0.0.1:1/".to_owned().into();
+    })
+    .await;
+    let (showtime, _) = show(&app, 2, 6).await;
+
+    let (hold, token) = held(&app, showtime, "no-redis@example.com", &["A-3", "A-4"]).await;
+    let paid = pay(&app, &hold, &token, &Uuid::new_v4().to_string(), "tok_visa").await;
+
+    assert_eq!(paid.status().as_u16(), 201, "the sale goes through");
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: Value = ready.json().await.expect("json");
+    assert_eq!(body["status"], "degraded", "{body}");
+}
