@@ -10,7 +10,7 @@ SERVE := $(CARGO_TARGET_DIR)/release/marquee
 MARQUEE := $(CARGO_TARGET_DIR)/debug/marquee
 RELEASE_BUILD := cargo build --locked --release -p marquee
 
-.PHONY: help run test bootstrap cluster cluster-down status build build-release migrate seed serve openapi lint unit e2e first-run
+.PHONY: help run test bootstrap cluster cluster-down status build build-release migrate seed serve openapi lint unit e2e first-run drill
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -58,8 +58,11 @@ lint: ## Formatting and clippy with warnings as errors
 unit: ## Unit and integration tests (nextest, in parallel)
 	cargo nextest run --locked --workspace --no-fail-fast
 
-e2e: build ## The served binary: readiness drill and contract fuzzing
+e2e: build ## The served binary: a shard failover, readiness and contract fuzzing
 	scripts/e2e
+
+drill: cluster ## Kill every node's primary in turn, five times: failover times and no acknowledged write lost
+	scripts/failover-drill
 
 first-run: build-release ## make run on an empty cluster of its own until ready, then the README's examples against it
 	scripts/first-run

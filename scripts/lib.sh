@@ -12,6 +12,10 @@ CATALOG_PORT="${MARQUEE_CATALOG_PORT:-55432}"
 SHARD_COUNT="${MARQUEE_SHARD_COUNT:-3}"
 SHARD_PORT_BASE="${MARQUEE_SHARD_PORT_BASE:-55433}"
 REPLICA_PORT_BASE="${MARQUEE_REPLICA_PORT_BASE:-55443}"
+CATALOG_STANDBY_PORT="${MARQUEE_CATALOG_STANDBY_PORT:-$((REPLICA_PORT_BASE - 1))}"
+ETCD_PORT="${MARQUEE_ETCD_PORT:-52379}"
+# Each PostgreSQL member's Patroni answers on its port plus this.
+PATRONI_PORT_OFFSET="${MARQUEE_PATRONI_PORT_OFFSET:-2600}"
 REDIS_PORT="${MARQUEE_REDIS_PORT:-56379}"
 BROKER_PORT="${MARQUEE_BROKER_PORT:-59092}"
 SMTP_PORT="${MARQUEE_SMTP_PORT:-52525}"
@@ -53,12 +57,38 @@ wait_for_port() {
     die "$what did not open port $port; see $VAR/log/"
 }
 
-# The name, role and port of every PostgreSQL server, one per line.
-pg_servers() {
-    echo "catalog catalog $CATALOG_PORT"
+# Every PostgreSQL node with the ports of its two members, one per line:
+# the member that starts as primary, then the one that starts as replica.
+# Patroni may swap them at any time; `scripts/cluster status` says which
+# leads now.
+pg_nodes() {
+    echo "catalog $CATALOG_PORT $CATALOG_STANDBY_PORT"
     local i
     for ((i = 0; i < SHARD_COUNT; i++)); do
-        echo "shard-$i primary $((SHARD_PORT_BASE + i))"
-        echo "shard-$i replica $((REPLICA_PORT_BASE + i))"
+        echo "shard-$i $((SHARD_PORT_BASE + i)) $((REPLICA_PORT_BASE + i))"
     done
+}
+
+# A libpq connection string that reaches a node's current primary,
+# whichever member that is: `psql "$(pg_conninfo shard-0)"`.
+pg_conninfo() {
+    local name first second
+    read -r name first second < <(pg_nodes | awk -v n="$1" '$1 == n')
+    [ -n "${name:-}" ] || die "unknown node $1"
+    echo "host=127.0.0.1,127.0.0.1 port=$first,$second user=$PG_USER dbname=$PG_DB target_session_attrs=read-write connect_timeout=2"
+}
+
+# Drops a schema on every node's primary, for benchmarks that start empty.
+drop_schema_everywhere() {
+    local node
+    while read -r node _ _; do
+        "$(pg_bindir)/psql" -X -q "$(pg_conninfo "$node")" \
+            -c "set client_min_messages = warning; drop schema if exists $1 cascade" \
+            || die "could not drop $1 on $node"
+    done < <(pg_nodes)
+}
+
+# The port of a node's current primary.
+primary_port() {
+    "$(pg_bindir)/psql" -X -q -t -A "$(pg_conninfo "$1")" -c "select inet_server_port()"
 }
