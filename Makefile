@@ -51,9 +51,10 @@ serve: build-release ## Serve the API on https://localhost:8443 (docs at /docs)
 openapi: build ## Regenerate the checked-in spec openapi/marquee.json
 	$(MARQUEE) openapi --out openapi/marquee.json
 
-lint: ## Formatting and clippy with warnings as errors
+lint: ## Formatting, clippy with warnings as errors, and the alert rules' and dashboard's checks
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	scripts/ops-check
 
 unit: ## Unit and integration tests (nextest, in parallel)
 	cargo nextest run --locked --workspace --no-fail-fast

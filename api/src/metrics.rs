@@ -7,6 +7,8 @@ use prometheus::{
 
 use marquee_sharding::PoolStats;
 
+use crate::problem::ComponentStatus;
+
 /// Every metric the API exports; one registry per application instance, so
 /// tests running several instances in one process do not share counts.
 #[derive(Debug, Clone)]
@@ -16,6 +18,8 @@ pub struct Metrics {
     latency: HistogramVec,
     in_flight: IntGauge,
     pool_connections: IntGaugeVec,
+    component_up: IntGaugeVec,
+    replica_lag: IntGaugeVec,
     search_documents: IntGauge,
     pub cache_lookups: IntCounterVec,
     pub index_events: IntCounterVec,
@@ -63,6 +67,21 @@ impl Metrics {
             ),
             &["server", "state"],
         ));
+        let component_up = must(IntGaugeVec::new(
+            Opts::new(
+                "component_up",
+                "Whether each dependency answered its readiness probe at this scrape (1) or not (0): \
+                 catalog, shard primaries and replicas, redis, broker",
+            ),
+            &["component"],
+        ));
+        let replica_lag = must(IntGaugeVec::new(
+            Opts::new(
+                "replica_lag_bytes",
+                "WAL bytes each replica has yet to replay, at this scrape",
+            ),
+            &["component"],
+        ));
         let search_documents = must(IntGauge::new(
             "search_documents",
             "Documents in the search index",
@@ -106,6 +125,8 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(in_flight.clone()),
             Box::new(pool_connections.clone()),
+            Box::new(component_up.clone()),
+            Box::new(replica_lag.clone()),
             Box::new(search_documents.clone()),
             Box::new(cache_lookups.clone()),
             Box::new(index_events.clone()),
@@ -120,6 +141,8 @@ impl Metrics {
             latency,
             in_flight,
             pool_connections,
+            component_up,
+            replica_lag,
             search_documents,
             cache_lookups,
             index_events,
@@ -138,8 +161,24 @@ impl Metrics {
         self.latency.with_label_values(&labels).observe(seconds);
     }
 
-    /// The text exposition, with pool and index gauges read at scrape time.
-    pub fn render(&self, pools: &[PoolStats], search_documents: u64) -> String {
+    /// The text exposition, with pool, dependency and index gauges read at
+    /// scrape time.
+    pub fn render(
+        &self,
+        pools: &[PoolStats],
+        components: &[ComponentStatus],
+        search_documents: u64,
+    ) -> String {
+        for component in components {
+            self.component_up
+                .with_label_values(&[component.name.as_str()])
+                .set(i64::from(component.status == "up"));
+            if let Some(lag) = component.replica_lag_bytes {
+                self.replica_lag
+                    .with_label_values(&[component.name.as_str()])
+                    .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            }
+        }
         for pool in pools {
             for (state, value) in [
                 ("size", pool.size),

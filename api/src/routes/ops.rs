@@ -94,10 +94,16 @@ impl OpsApi {
     }
 
     /// Prometheus metrics: requests and latency by route and status, pool
-    /// occupancy per server, search index size and build information.
+    /// occupancy per server, whether each dependency answers and replica
+    /// lag (probed at each scrape), search index size and build information.
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(&self, state: Data<&Arc<AppState>>) -> PlainText<String> {
         let pools = state.storage.cluster().pool_stats();
-        PlainText(state.metrics.render(&pools, state.search.len()))
+        let components = state.readiness.check().await;
+        PlainText(
+            state
+                .metrics
+                .render(&pools, &components, state.search.len()),
+        )
     }
 }
