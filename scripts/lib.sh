@@ -13,9 +13,13 @@ SHARD_COUNT="${MARQUEE_SHARD_COUNT:-3}"
 SHARD_PORT_BASE="${MARQUEE_SHARD_PORT_BASE:-55433}"
 REPLICA_PORT_BASE="${MARQUEE_REPLICA_PORT_BASE:-55443}"
 CATALOG_STANDBY_PORT="${MARQUEE_CATALOG_STANDBY_PORT:-$((REPLICA_PORT_BASE - 1))}"
-ETCD_PORT="${MARQUEE_ETCD_PORT:-52379}"
-# Each PostgreSQL member's Patroni answers on its port plus this.
-PATRONI_PORT_OFFSET="${MARQUEE_PATRONI_PORT_OFFSET:-2600}"
+# etcd and Patroni's REST APIs listen below 32768, outside Linux's range of
+# ephemeral ports: they start after other connections are open, and one of
+# those may hold a port in that range (the kernel picks a connection's
+# local port from a hash of where it goes, so the same one again and again).
+ETCD_PORT="${MARQUEE_ETCD_PORT:-22379}"
+# Each PostgreSQL member's Patroni answers on its port minus this.
+PATRONI_PORT_OFFSET="${MARQUEE_PATRONI_PORT_OFFSET:-30000}"
 REDIS_PORT="${MARQUEE_REDIS_PORT:-56379}"
 BROKER_PORT="${MARQUEE_BROKER_PORT:-59092}"
 SMTP_PORT="${MARQUEE_SMTP_PORT:-52525}"
